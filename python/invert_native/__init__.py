@@ -1,0 +1,21 @@
+"""invert_native: invert image representations (HOG, dense SIFT, CNN layers).
+
+Given the code Phi0 = Phi(x0) of an image, find images x whose code matches,
+by momentum gradient descent on a regularised reconstruction objective
+(Mahendran & Vedaldi, "Understanding Deep Image Representations by Inverting
+Them", CVPR 2015). The ops run on a hand-written C++ core (NumPy arrays) or
+CUDA core (CuPy arrays).
+
+Modules:
+    invert_native.ops  forward/backward-to-input of each native op
+    invert_native.nn   layers (Conv2d, ReLU, MaxPool2d, LRN, Linear, Sequential)
+"""
+
+from . import nn, ops
+from ._backend import CudaStatus, cuda_available
+from ._cpu import get_num_threads, set_num_threads
+
+__version__ = "0.1.0"
+
+__all__ = ["ops", "nn", "cuda_available", "CudaStatus", "set_num_threads", "get_num_threads",
+           "__version__"]

@@ -1,0 +1,410 @@
+"""Native ops with array-type dispatch: NumPy arrays run on the CPU core, CuPy arrays on the CUDA core.
+
+Every op is a pair ``<op>_forward`` / ``<op>_backward``; backward returns the
+gradient with respect to the op's input (never weight gradients: inversion does
+not need them). Layout is float32 NCHW with a batch dimension N >= 1.
+
+Input rules, the same for every op:
+
+* Arrays must be ``numpy.ndarray`` or ``cupy.ndarray`` of dtype float32
+  (``argmax``: int64); anything else raises ``TypeError``. Nothing is cast
+  silently: convert with ``x.astype(np.float32)``.
+* All arrays of one call must live on the same device (all NumPy, or all CuPy
+  on one GPU): ``TypeError`` / ``ValueError`` otherwise.
+* Non-contiguous arrays (slices, transposes, negative strides) are accepted
+  and copied to a C-contiguous buffer first; the caller's arrays are never
+  written to. Outputs are new arrays of the input's type.
+* Wrong ranks, shapes that do not agree, ``groups`` that do not divide the
+  channels, kernels larger than the padded input and zero-size dimensions
+  raise ``ValueError`` naming the argument.
+* Values are not checked for NaN/Inf here (that would cost a pass over every
+  tensor); NaNs propagate. The public entry points that take user images check.
+
+CUDA work is launched on CuPy's current stream of the arrays' device and is
+not synchronised.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from . import _backend
+from ._backend import _cpu
+
+__all__ = [
+    "conv2d_forward", "conv2d_backward",
+    "relu_forward", "relu_backward",
+    "maxpool2d_forward", "maxpool2d_backward",
+    "lrn_forward", "lrn_backward",
+    "linear_forward", "linear_backward",
+]
+
+
+# ------------------------------------------------------------------ validation
+class _Call:
+    """Validated arrays of one op call and the backend that runs them."""
+
+    def __init__(self, op: str, **arrays):
+        self.op = op
+        first_name, first = None, None
+        for name, a in arrays.items():
+            if a is None:
+                continue
+            if not isinstance(a, np.ndarray) and not _backend.is_cupy(a):
+                raise TypeError(f"{op}: {name} must be a numpy.ndarray or cupy.ndarray, "
+                                f"got {_backend.describe(a)}")
+            if first is None:
+                first_name, first = name, a
+                continue
+            if _backend.is_cupy(a) != _backend.is_cupy(first):
+                raise TypeError(f"{op}: {first_name} is {_backend.describe(first)} but {name} is "
+                                f"{_backend.describe(a)}; put all arrays on one device")
+            if _backend.is_cupy(a) and a.device.id != first.device.id:
+                raise ValueError(f"{op}: {first_name} is on GPU {first.device.id} but {name} is on "
+                                 f"GPU {a.device.id}")
+        self.cuda = _backend.is_cupy(first)
+        self.xp = _backend.array_module(first)
+        self.device = first.device if self.cuda else None
+
+    def array(self, name, a, ndim=None, dtype=np.float32, optional=False):
+        """a as a C-contiguous array of the given dtype and rank (copied if not contiguous)."""
+        if a is None:
+            if optional:
+                return None
+            raise TypeError(f"{self.op}: {name} is required")
+        if a.dtype != dtype:
+            hint = f" (convert with {name}.astype(numpy.{np.dtype(dtype).name}))"
+            raise TypeError(f"{self.op}: {name} must be {np.dtype(dtype).name}, got {a.dtype}{hint}")
+        if ndim is not None and a.ndim != ndim:
+            raise ValueError(f"{self.op}: {name} must have {ndim} dimensions, got shape "
+                             f"{tuple(a.shape)}")
+        if not a.flags.c_contiguous:
+            a = self.xp.ascontiguousarray(a)
+        return a
+
+    def empty(self, shape, dtype=np.float32):
+        if self.cuda:
+            with self.device:
+                return self.xp.empty(shape, dtype)
+        return np.empty(shape, dtype)
+
+    def launch(self, name, *args):
+        """Run the CUDA core's `name` on the arrays' device and CuPy's current stream."""
+        cuda = _backend.cuda_core()
+        cp = self.xp
+        with self.device:
+            stream = cp.cuda.get_current_stream().ptr
+            getattr(cuda, name)(*[_ptr(a) for a in args], stream)
+
+
+def _ptr(a):
+    """Device pointer of a CuPy array (0 for None); plain numbers pass through."""
+    if a is None:
+        return 0
+    if _backend.is_cupy(a):
+        return a.data.ptr
+    return a
+
+
+def _int(v, op, name):
+    if isinstance(v, bool):
+        raise TypeError(f"{op}: {name} must be an integer, got {v!r}")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an integer, got {v!r}") from None
+
+
+def _pair(v, op, name):
+    """An int or a pair of ints -> (int, int)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+        return _int(v[0], op, name), _int(v[1], op, name)
+    v = _int(v, op, name)
+    return v, v
+
+
+def _shape4(shape, op, name):
+    try:
+        s = tuple(_int(d, op, name) for d in shape)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be a tuple of 4 ints, got {shape!r}") from None
+    if len(s) != 4:
+        raise ValueError(f"{op}: {name} must have 4 entries (N, C, H, W), got {shape!r}")
+    return s
+
+
+def _check_shape(op, name, a, expected):
+    if tuple(a.shape) != tuple(expected):
+        raise ValueError(f"{op}: {name} has shape {tuple(a.shape)}, expected {tuple(expected)}")
+
+
+def _native(op, fn, *args):
+    """Call a C++ shape check, prefixing its message with the op name."""
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        raise ValueError(f"{op}: {exc}") from None
+
+
+# ---------------------------------------------------------------------- conv2d
+def _conv_shapes(op, x_shape, weight, stride, padding, groups):
+    sh, sw = _pair(stride, op, "stride")
+    ph, pw = _pair(padding, op, "padding")
+    groups = _int(groups, op, "groups")
+    N, C, H, W = x_shape
+    K, wc, kh, kw = weight.shape
+    Ho, Wo = _native(op, _cpu.conv2d_params, N, C, H, W, K, wc, kh, kw, sh, sw, ph, pw, groups)
+    return (sh, sw, ph, pw, groups), (N, K, Ho, Wo)
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, groups=1):
+    """2-D convolution (cross-correlation, as in Caffe and PyTorch) with zero padding.
+
+    Args:
+        x: input, (N, C, H, W) float32.
+        weight: filters, (K, C // groups, kh, kw) float32.
+        bias: optional (K,) float32.
+        stride, padding: an int or an (h, w) pair.
+        groups: channel groups; must divide C and K.
+
+    Returns:
+        y: (N, K, Ho, Wo) with Ho = (H + 2*pad_h - kh) // stride_h + 1 (likewise Wo).
+    """
+    op = "conv2d_forward"
+    c = _Call(op, x=x, weight=weight, bias=bias)
+    x = c.array("x", x, 4)
+    weight = c.array("weight", weight, 4)
+    bias = c.array("bias", bias, 1, optional=True)
+    hyper, yshape = _conv_shapes(op, x.shape, weight, stride, padding, groups)
+    if bias is not None:
+        _check_shape(op, "bias", bias, (weight.shape[0],))
+    y = c.empty(yshape)
+    if c.cuda:
+        c.launch("conv2d_forward", x, weight, bias, y, *x.shape, *weight.shape[:1],
+                 *weight.shape[2:], *hyper)
+    else:
+        _cpu.conv2d_forward(x, weight, bias, y, *hyper)
+    return y
+
+
+def conv2d_backward(dy, weight, x_shape, stride=1, padding=0, groups=1):
+    """Gradient of :func:`conv2d_forward` with respect to its input.
+
+    Args:
+        dy: gradient of the output, (N, K, Ho, Wo).
+        weight: the forward's filters, (K, C // groups, kh, kw).
+        x_shape: the forward input's shape (N, C, H, W).
+
+    Returns:
+        dx: (N, C, H, W), a new array.
+    """
+    op = "conv2d_backward"
+    c = _Call(op, dy=dy, weight=weight)
+    dy = c.array("dy", dy, 4)
+    weight = c.array("weight", weight, 4)
+    x_shape = _shape4(x_shape, op, "x_shape")
+    hyper, yshape = _conv_shapes(op, x_shape, weight, stride, padding, groups)
+    _check_shape(op, "dy", dy, yshape)
+    dx = c.empty(x_shape)
+    if c.cuda:
+        c.launch("conv2d_backward", dy, weight, dx, *x_shape, *weight.shape[:1],
+                 *weight.shape[2:], *hyper)
+    else:
+        _cpu.conv2d_backward(dy, weight, dx, *hyper)
+    return dx
+
+
+# ------------------------------------------------------------------------ ReLU
+def relu_forward(x):
+    """y = max(x, 0), any shape."""
+    c = _Call("relu_forward", x=x)
+    x = c.array("x", x)
+    y = c.empty(x.shape)
+    if c.cuda:
+        c.launch("relu_forward", x.size, x, y)
+    else:
+        _cpu.relu_forward(x, y)
+    return y
+
+
+def relu_backward(x, dy):
+    """dx = dy where x > 0, else 0 (the gradient at exactly 0 is 0). x is the forward's input."""
+    op = "relu_backward"
+    c = _Call(op, x=x, dy=dy)
+    x = c.array("x", x)
+    dy = c.array("dy", dy)
+    _check_shape(op, "dy", dy, x.shape)
+    dx = c.empty(x.shape)
+    if c.cuda:
+        c.launch("relu_backward", x.size, x, dy, dx)
+    else:
+        _cpu.relu_backward(x, dy, dx)
+    return dx
+
+
+# ------------------------------------------------------------------- maxpool2d
+def _pool_shapes(op, x_shape, kernel_size, stride, padding):
+    kh, kw = _pair(kernel_size, op, "kernel_size")
+    sh, sw = _pair(kernel_size if stride is None else stride, op, "stride")
+    ph, pw = _pair(padding, op, "padding")
+    N, C, H, W = x_shape
+    Ho, Wo = _native(op, _cpu.pool2d_params, N, C, H, W, kh, kw, sh, sw, ph, pw)
+    return (kh, kw, sh, sw, ph, pw), (N, C, Ho, Wo)
+
+
+def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Max pooling with Caffe's output size (ceil mode).
+
+    Ho = ceil((H + 2*pad - k) / stride) + 1, less one if the last window would
+    start in the padding. Padded cells never win. Ties: the first maximum in
+    row-major order within the window wins (backward routes the gradient there).
+
+    Returns:
+        (y, argmax): y (N, C, Ho, Wo) float32 and argmax (N, C, Ho, Wo) int64, the
+        index of each winner within its H*W plane (what backward needs).
+    """
+    op = "maxpool2d_forward"
+    c = _Call(op, x=x)
+    x = c.array("x", x, 4)
+    hyper, yshape = _pool_shapes(op, x.shape, kernel_size, stride, padding)
+    y = c.empty(yshape)
+    argmax = c.empty(yshape, np.int64)
+    if c.cuda:
+        c.launch("maxpool2d_forward", x, y, argmax, *x.shape, *hyper)
+    else:
+        _cpu.maxpool2d_forward(x, y, argmax, *hyper)
+    return y, argmax
+
+
+def maxpool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0):
+    """Gradient of :func:`maxpool2d_forward`: each dy goes to its window's recorded argmax."""
+    op = "maxpool2d_backward"
+    c = _Call(op, dy=dy, argmax=argmax)
+    dy = c.array("dy", dy, 4)
+    argmax = c.array("argmax", argmax, 4, dtype=np.int64)
+    x_shape = _shape4(x_shape, op, "x_shape")
+    hyper, yshape = _pool_shapes(op, x_shape, kernel_size, stride, padding)
+    _check_shape(op, "dy", dy, yshape)
+    _check_shape(op, "argmax", argmax, yshape)
+    dx = c.empty(x_shape)
+    if c.cuda:
+        c.launch("maxpool2d_backward", dy, argmax, dx, *x_shape, *hyper)
+    else:
+        _cpu.maxpool2d_backward(dy, argmax, dx, *hyper)
+    return dx
+
+
+# ------------------------------------------------------------------------- LRN
+def _lrn_hyper(op, x_shape, size, alpha, beta, k):
+    size = _int(size, op, "size")
+    try:
+        alpha, beta, k = float(alpha), float(beta), float(k)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: alpha, beta and k must be numbers") from None
+    if not all(np.isfinite(v) for v in (alpha, beta, k)):
+        raise ValueError(f"{op}: alpha, beta and k must be finite")
+    _native(op, _cpu.lrn_params, *x_shape, size, alpha, beta, k)
+    return size, alpha, beta, k
+
+
+def lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=1.0):
+    """Caffe's cross-channel local response normalisation.
+
+    scale_c = k + (alpha / size) * sum of x_j^2 over the channels j in
+    [c - (size-1)//2, c - (size-1)//2 + size - 1] (clipped), y_c = x_c * scale_c^(-beta).
+
+    Returns:
+        (y, scale), both (N, C, H, W); scale is what backward needs.
+    """
+    op = "lrn_forward"
+    c = _Call(op, x=x)
+    x = c.array("x", x, 4)
+    hyper = _lrn_hyper(op, x.shape, size, alpha, beta, k)
+    y = c.empty(x.shape)
+    scale = c.empty(x.shape)
+    if c.cuda:
+        c.launch("lrn_forward", x, y, scale, *x.shape, *hyper)
+    else:
+        _cpu.lrn_forward(x, y, scale, *hyper)
+    return y, scale
+
+
+def lrn_backward(x, y, scale, dy, size=5, alpha=1e-4, beta=0.75, k=1.0):
+    """Gradient of :func:`lrn_forward` w.r.t. x, from the forward's x, y and scale."""
+    op = "lrn_backward"
+    c = _Call(op, x=x, y=y, scale=scale, dy=dy)
+    x = c.array("x", x, 4)
+    y, scale, dy = (c.array(n, a, 4) for n, a in (("y", y), ("scale", scale), ("dy", dy)))
+    for n, a in (("y", y), ("scale", scale), ("dy", dy)):
+        _check_shape(op, n, a, x.shape)
+    hyper = _lrn_hyper(op, x.shape, size, alpha, beta, k)
+    dx = c.empty(x.shape)
+    if c.cuda:
+        c.launch("lrn_backward", x, y, scale, dy, dx, *x.shape, *hyper)
+    else:
+        _cpu.lrn_backward(x, y, scale, dy, dx, *hyper)
+    return dx
+
+
+# ---------------------------------------------------------------------- linear
+def linear_forward(x, weight, bias=None):
+    """Fully connected layer: y = flatten(x) @ weight.T + bias.
+
+    Args:
+        x: (N, ...) float32; each sample is flattened (C-order) to I features.
+        weight: (O, I) float32.
+        bias: optional (O,).
+
+    Returns:
+        y: (N, O).
+    """
+    op = "linear_forward"
+    c = _Call(op, x=x, weight=weight, bias=bias)
+    x = c.array("x", x)
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must have a batch dimension and at least one feature "
+                         f"dimension, got shape {tuple(x.shape)}")
+    weight = c.array("weight", weight, 2)
+    bias = c.array("bias", bias, 1, optional=True)
+    N = x.shape[0]
+    I = int(np.prod(x.shape[1:]))
+    O = weight.shape[0]
+    _native(op, _cpu.linear_params, N, I, O, weight.shape[1])
+    if bias is not None:
+        _check_shape(op, "bias", bias, (O,))
+    x2 = x.reshape(N, I)
+    y = c.empty((N, O))
+    if c.cuda:
+        c.launch("linear_forward", x2, weight, bias, y, N, I, O)
+    else:
+        _cpu.linear_forward(x2, weight, bias, y)
+    return y
+
+
+def linear_backward(dy, weight, x_shape):
+    """Gradient of :func:`linear_forward` w.r.t. x: dy @ weight, reshaped to ``x_shape``."""
+    op = "linear_backward"
+    c = _Call(op, dy=dy, weight=weight)
+    dy = c.array("dy", dy, 2)
+    weight = c.array("weight", weight, 2)
+    try:
+        x_shape = tuple(_int(d, op, "x_shape") for d in x_shape)
+    except TypeError:
+        raise TypeError(f"{op}: x_shape must be a tuple of ints, got {x_shape!r}") from None
+    if len(x_shape) < 2:
+        raise ValueError(f"{op}: x_shape must be (N, ...) with at least 2 entries, got {x_shape}")
+    N = x_shape[0]
+    I = int(np.prod(x_shape[1:]))
+    O = weight.shape[0]
+    _native(op, _cpu.linear_params, N, I, O, weight.shape[1])
+    _check_shape(op, "dy", dy, (N, O))
+    dx = c.empty((N, I))
+    if c.cuda:
+        c.launch("linear_backward", dy, weight, dx, N, I, O)
+    else:
+        _cpu.linear_backward(dy, weight, dx)
+    return dx.reshape(x_shape)
