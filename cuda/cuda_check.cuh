@@ -49,10 +49,6 @@ inline unsigned int grid_size(index_t n) {
 }  // namespace cuda_detail
 }  // namespace invert_native
 
-// Checks the result of a CUDA runtime call.
-#define INV_CUDA_CHECK(call) \
-    ::invert_native::cuda_detail::check_cuda((call), #call, __FILE__, __LINE__)
-
 // Checks the kernel launch just made (configuration errors, and any earlier
 // asynchronous error that the runtime reports now).
 #define INV_CUDA_CHECK_LAUNCH()                                                            \

@@ -19,6 +19,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from . import _backend, ops
+from .ops._dispatch import _int, _pair
 
 __all__ = ["Layer", "Conv2d", "ReLU", "MaxPool2d", "LRN", "Linear", "Sequential"]
 
@@ -101,8 +102,8 @@ class Conv2d(Layer):
                              f"{self.weight.shape[0]} filters")
         self.stride, self.padding, self.groups = stride, padding, groups
         # fail now rather than at the first forward
-        ops._pair(stride, "Conv2d", "stride"), ops._pair(padding, "Conv2d", "padding")
-        g = ops._int(groups, "Conv2d", "groups")
+        _pair(stride, "Conv2d", "stride"), _pair(padding, "Conv2d", "padding")
+        g = _int(groups, "Conv2d", "groups")
         if g <= 0 or self.weight.shape[0] % g:
             raise ValueError(f"Conv2d: groups={groups} must be positive and divide the "
                              f"{self.weight.shape[0]} filters")
@@ -140,7 +141,7 @@ class MaxPool2d(Layer):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        ops._pair(kernel_size, "MaxPool2d", "kernel_size")
+        _pair(kernel_size, "MaxPool2d", "kernel_size")
 
     def forward(self, x):
         y, argmax = ops.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)

@@ -1,0 +1,37 @@
+"""Native ops with array-type dispatch: NumPy arrays run on the CPU core, CuPy arrays on the CUDA core.
+
+Every op is a pair ``<op>_forward`` / ``<op>_backward``; backward returns the
+gradient with respect to the op's input (never weight gradients: inversion does
+not need them). Layout is float32 NCHW with a batch dimension N >= 1.
+
+Input rules, the same for every op:
+
+* Arrays must be ``numpy.ndarray`` or ``cupy.ndarray`` of dtype float32
+  (``argmax``: int64); anything else raises ``TypeError``. Nothing is cast
+  silently: convert with ``x.astype(np.float32)``.
+* All arrays of one call must live on the same device (all NumPy, or all CuPy
+  on one GPU): ``TypeError`` / ``ValueError`` otherwise.
+* Non-contiguous arrays (slices, transposes, negative strides) are accepted
+  and copied to a C-contiguous buffer first; the caller's arrays are never
+  written to. Outputs are new arrays of the input's type.
+* Wrong ranks, shapes that do not agree, ``groups`` that do not divide the
+  channels, kernels larger than the padded input and zero-size dimensions
+  raise ``ValueError`` naming the argument.
+* Values are not checked for NaN/Inf here (that would cost a pass over every
+  tensor); NaNs propagate. The public entry points that take user images check.
+
+CUDA work is launched on CuPy's current stream of the arrays' device and is
+not synchronised.
+"""
+
+from ._core import (conv2d_backward, conv2d_forward, linear_backward, linear_forward,
+                    lrn_backward, lrn_forward, maxpool2d_backward, maxpool2d_forward,
+                    relu_backward, relu_forward)
+
+__all__ = [
+    "conv2d_forward", "conv2d_backward",
+    "relu_forward", "relu_backward",
+    "maxpool2d_forward", "maxpool2d_backward",
+    "lrn_forward", "lrn_backward",
+    "linear_forward", "linear_backward",
+]

@@ -1,0 +1,116 @@
+"""Validation and backend dispatch shared by every op module (see invert_native.ops)."""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from .. import _backend
+from .._backend import _cpu  # noqa: F401  (re-exported for the op modules)
+
+class _Call:
+    """Validated arrays of one op call and the backend that runs them."""
+
+    def __init__(self, op: str, **arrays):
+        self.op = op
+        first_name, first = None, None
+        for name, a in arrays.items():
+            if a is None:
+                continue
+            if not isinstance(a, np.ndarray) and not _backend.is_cupy(a):
+                raise TypeError(f"{op}: {name} must be a numpy.ndarray or cupy.ndarray, "
+                                f"got {_backend.describe(a)}")
+            if first is None:
+                first_name, first = name, a
+                continue
+            if _backend.is_cupy(a) != _backend.is_cupy(first):
+                raise TypeError(f"{op}: {first_name} is {_backend.describe(first)} but {name} is "
+                                f"{_backend.describe(a)}; put all arrays on one device")
+            if _backend.is_cupy(a) and a.device.id != first.device.id:
+                raise ValueError(f"{op}: {first_name} is on GPU {first.device.id} but {name} is on "
+                                 f"GPU {a.device.id}")
+        self.cuda = _backend.is_cupy(first)
+        self.xp = _backend.array_module(first)
+        self.device = first.device if self.cuda else None
+
+    def array(self, name, a, ndim=None, dtype=np.float32, optional=False):
+        """a as a C-contiguous array of the given dtype and rank (copied if not contiguous)."""
+        if a is None:
+            if optional:
+                return None
+            raise TypeError(f"{self.op}: {name} is required")
+        if a.dtype != dtype:
+            hint = f" (convert with {name}.astype(numpy.{np.dtype(dtype).name}))"
+            raise TypeError(f"{self.op}: {name} must be {np.dtype(dtype).name}, got {a.dtype}{hint}")
+        if ndim is not None and a.ndim != ndim:
+            raise ValueError(f"{self.op}: {name} must have {ndim} dimensions, got shape "
+                             f"{tuple(a.shape)}")
+        if not a.flags.c_contiguous:
+            a = self.xp.ascontiguousarray(a)
+        return a
+
+    def empty(self, shape, dtype=np.float32):
+        if self.cuda:
+            with self.device:
+                return self.xp.empty(shape, dtype)
+        return np.empty(shape, dtype)
+
+    def launch(self, name, *args):
+        """Run the CUDA core's `name` on the arrays' device and CuPy's current stream."""
+        cuda = _backend.cuda_core()
+        cp = self.xp
+        with self.device:
+            stream = cp.cuda.get_current_stream().ptr
+            getattr(cuda, name)(*[_ptr(a) for a in args], stream)
+
+
+def _ptr(a):
+    """Device pointer of a CuPy array (0 for None); plain numbers pass through."""
+    if a is None:
+        return 0
+    if _backend.is_cupy(a):
+        return a.data.ptr
+    return a
+
+
+def _int(v, op, name):
+    if isinstance(v, bool):
+        raise TypeError(f"{op}: {name} must be an integer, got {v!r}")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an integer, got {v!r}") from None
+
+
+def _pair(v, op, name):
+    """An int or a pair of ints -> (int, int)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+        return _int(v[0], op, name), _int(v[1], op, name)
+    v = _int(v, op, name)
+    return v, v
+
+
+def _shape4(shape, op, name):
+    try:
+        s = tuple(_int(d, op, name) for d in shape)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be a tuple of 4 ints, got {shape!r}") from None
+    if len(s) != 4:
+        raise ValueError(f"{op}: {name} must have 4 entries (N, C, H, W), got {shape!r}")
+    return s
+
+
+def _check_shape(op, name, a, expected):
+    if tuple(a.shape) != tuple(expected):
+        raise ValueError(f"{op}: {name} has shape {tuple(a.shape)}, expected {tuple(expected)}")
+
+
+def _native(op, fn, *args):
+    """Call a C++ shape check, prefixing its message with the op name."""
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        raise ValueError(f"{op}: {exc}") from None
