@@ -11,12 +11,6 @@
 
 #include "invert_native/params.h"
 
-#if defined(__CUDACC__)
-#define INV_HD __host__ __device__ __forceinline__
-#else
-#define INV_HD inline
-#endif
-
 namespace invert_native {
 
 template <typename T>

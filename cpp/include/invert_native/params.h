@@ -7,10 +7,18 @@
 // arithmetic never overflows on large tensors.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <stdexcept>
 #include <string>
+
+// Inline functions callable from host and device code (the per-element maths).
+#if defined(__CUDACC__)
+#define INV_HD __host__ __device__ __forceinline__
+#else
+#define INV_HD inline
+#endif
 
 namespace invert_native {
 
@@ -45,8 +53,8 @@ struct Conv2dParams {
     index_t groups;              // C and K are both split into `groups` equal parts
     index_t Ho, Wo;              // output y [N, K, Ho, Wo] (derived)
 
-    index_t Cg() const { return C / groups; }  // input channels per group
-    index_t Kg() const { return K / groups; }  // output channels per group
+    INV_HD index_t Cg() const { return C / groups; }  // input channels per group
+    INV_HD index_t Kg() const { return K / groups; }  // output channels per group
 };
 
 // weight_c is the weight's second dimension (input channels per group).
@@ -98,10 +106,13 @@ struct Pool2dParams {
 };
 
 // Caffe's output size: ceil((H + 2p - k) / s) + 1, minus one if the last window
-// would start inside the bottom/right padding.
+// would start inside the bottom/right padding. Caffe applies that correction
+// only when p > 0, which leaves an empty last window when s > k (H=6, k=2,
+// s=3); we apply it always, as PyTorch does, so every window holds a cell.
+// The two rules agree whenever Caffe's windows are all non-empty.
 inline index_t caffe_pool_out(index_t H, index_t k, index_t s, index_t p) {
     index_t o = (H + 2 * p - k + s - 1) / s + 1;
-    if (p > 0 && (o - 1) * s >= H + p) --o;
+    if ((o - 1) * s >= H + p) --o;
     return o;
 }
 
@@ -134,7 +145,7 @@ inline Pool2dParams make_pool2d_params(index_t N, index_t C, index_t H, index_t 
 // ------------------------------------------------------------------- LRN
 struct LrnParams {
     index_t N, C, H, W;  // x, y, scale all [N, C, H, W]
-    index_t size;        // n: channels in the window c-(n-1)/2 .. c-(n-1)/2+n-1 (Caffe), clipped
+    index_t size;        // n (odd): channels in the window c-(n-1)/2 .. c+(n-1)/2 (Caffe), clipped
     float alpha, beta, k;
 };
 
@@ -147,9 +158,11 @@ inline LrnParams make_lrn_params(index_t N, index_t C, index_t H, index_t W, ind
     require_positive(H, op, "height of x");
     require_positive(W, op, "width of x");
     require_positive(size, op, "size");
+    require(size % 2 == 1, "lrn: size must be odd (a window centred on each channel, as in Caffe), got " + str(size));
+    require(std::isfinite(alpha) && std::isfinite(beta) && std::isfinite(k),
+            "lrn: alpha, beta and k must be finite");
     require(alpha >= 0.0, "lrn: alpha must be non-negative");
     require(k > 0.0, "lrn: k must be positive (the scale k + alpha/n*sum(x^2) must stay > 0)");
-    require(beta == beta && alpha == alpha, "lrn: alpha and beta must be finite");
     checked_mul(checked_mul(checked_mul(N, C, op), H, op), W, op);
     return LrnParams{N, C, H, W, size, float(alpha), float(beta), float(k)};
 }
@@ -170,6 +183,7 @@ inline LinearParams make_linear_params(index_t N, index_t I, index_t O, index_t 
     require(weight_i == I, "linear: weight.shape[1] must equal the " + str(I) +
                                " features of one flattened sample of x, got " + str(weight_i));
     checked_mul(N, I, op);
+    checked_mul(N, O, op);
     checked_mul(O, I, op);
     return LinearParams{N, I, O};
 }

@@ -116,7 +116,9 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
     """Max pooling with Caffe's output size (ceil mode).
 
     Ho = ceil((H + 2*pad - k) / stride) + 1, less one if the last window would
-    start in the padding. Padded cells never win. Ties: the first maximum in
+    start in the padding or past the input (Caffe drops only the former, which
+    leaves an empty window when stride > kernel; we drop both, as PyTorch does).
+    Padded cells never win. Ties: the first maximum in
     row-major order within the window wins (backward routes the gradient there).
 
     Returns:
@@ -171,7 +173,8 @@ def lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=1.0):
     """Caffe's cross-channel local response normalisation.
 
     scale_c = k + (alpha / size) * sum of x_j^2 over the channels j in
-    [c - (size-1)//2, c - (size-1)//2 + size - 1] (clipped), y_c = x_c * scale_c^(-beta).
+    [c - (size-1)//2, c + (size-1)//2] (clipped), y_c = x_c * scale_c^(-beta).
+    ``size`` must be odd (as in Caffe), ``k`` positive, ``alpha`` non-negative.
 
     Returns:
         (y, scale), both (N, C, H, W); scale is what backward needs.
