@@ -11,6 +11,11 @@ namespace py = pybind11;
 using namespace invert_native;
 using namespace invert_native::bind;
 
+// Op families bound from their own files (src/bind_cpu_<family>.cpp).
+namespace invert_native::bind {
+void bind_regularisers_cpu(py::module_& m);
+}  // namespace invert_native::bind
+
 namespace {
 
 Conv2dParams conv_params(const Shape& xs, const Shape& ws, index_t sh, index_t sw, index_t ph,
@@ -28,6 +33,7 @@ Pool2dParams pool_params(const Shape& xs, index_t kh, index_t kw, index_t sh, in
 
 PYBIND11_MODULE(_cpu, m) {
     m.doc() = "invert_native CPU core (internal; use invert_native.ops)";
+    bind_regularisers_cpu(m);
 
     // ------------------------------------------------------------ shapes
     m.def("conv2d_params",

@@ -15,27 +15,20 @@
 #include <stdexcept>
 #include <string>
 
+#include "bind_cuda_util.h"
 #include "invert_native/cuda_ops.h"
 #include "invert_native/params.h"
 
 namespace py = pybind11;
 using invert_native::index_t;
-using ptr_t = std::uintptr_t;
+using namespace invert_native::bind;
+
+// Op families bound from their own files (src/bind_cuda_<family>.cpp).
+namespace invert_native::bind {
+void bind_regularisers_cuda(py::module_& m);
+}  // namespace invert_native::bind
 
 namespace {
-
-template <typename T>
-T* as_ptr(ptr_t address, const char* name) {
-    if (address == 0) throw std::invalid_argument(std::string(name) + " is a null device pointer");
-    return reinterpret_cast<T*>(address);
-}
-
-template <typename T>
-T* as_ptr_or_null(ptr_t address) {
-    return reinterpret_cast<T*>(address);
-}
-
-cudaStream_t as_stream(ptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
 
 // weight.shape[1] implied by the arguments (the Python layer checked the
 // weight's shape); groups <= 0 is left for make_conv2d_params to reject.
@@ -46,6 +39,7 @@ index_t conv_weight_c(index_t C, index_t groups) { return groups > 0 ? C / group
 PYBIND11_MODULE(_cuda, m) {
     namespace inv = invert_native;
     m.doc() = "Internal CUDA core of invert_native; use invert_native.ops, which validates arrays.";
+    invert_native::bind::bind_regularisers_cuda(m);
 
     m.def(
         "conv2d_forward",

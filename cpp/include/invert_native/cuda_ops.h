@@ -13,6 +13,7 @@
 #include <string>
 
 #include "invert_native/params.h"
+#include "invert_native/regularisers.h"
 
 namespace invert_native {
 
@@ -43,5 +44,12 @@ void launch_linear_forward(const LinearParams& p, const float* x, const float* w
                            float* y, cudaStream_t stream);
 void launch_linear_backward(const LinearParams& p, const float* dy, const float* w, float* dx,
                             cudaStream_t stream);
+
+// Regularisers: per-element terms of the sum (the caller reduces them per
+// image) and the gradient, both overwritten.
+void launch_tv_forward(const TvParams& p, const float* x, float* terms, float* dx,
+                       cudaStream_t stream);
+void launch_alpha_norm_forward(const AlphaNormParams& p, const float* x, float* terms, float* dx,
+                               cudaStream_t stream);
 
 }  // namespace invert_native

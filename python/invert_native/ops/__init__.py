@@ -27,6 +27,7 @@ not synchronised.
 from ._core import (conv2d_backward, conv2d_forward, linear_backward, linear_forward,
                     lrn_backward, lrn_forward, maxpool2d_backward, maxpool2d_forward,
                     relu_backward, relu_forward)
+from .regularisers import alpha_norm_forward, tv_forward
 
 __all__ = [
     "conv2d_forward", "conv2d_backward",
@@ -34,4 +35,5 @@ __all__ = [
     "maxpool2d_forward", "maxpool2d_backward",
     "lrn_forward", "lrn_backward",
     "linear_forward", "linear_backward",
+    "tv_forward", "alpha_norm_forward",
 ]

@@ -1,0 +1,106 @@
+// The image priors of the inversion objective: the total-variation norm
+// TV^beta and the alpha-norm, each computed with its gradient in one pass.
+#pragma once
+
+#include <cmath>
+
+#include "invert_native/params.h"
+
+namespace invert_native {
+
+struct TvParams {
+    index_t N, C, H, W;  // x [N, C, H, W]; the sum runs per image over channels and pixels
+    float beta;          // exponent of the gradient norm (paper: 2; 1 gives "spiky" images)
+    float floor;         // lower bound on d1^2 + d2^2 inside the gradient (finite for beta < 2)
+};
+
+struct AlphaNormParams {
+    index_t N, M;  // x [N, M] (M = C*H*W values per image)
+    float alpha;   // exponent (paper: 6)
+};
+
+inline TvParams make_tv_params(index_t N, index_t C, index_t H, index_t W, double beta,
+                               double floor) {
+    using namespace detail;
+    const char* op = "tv";
+    require_positive(N, op, "batch size N of x");
+    require_positive(C, op, "channels C of x");
+    require_positive(H, op, "height of x");
+    require_positive(W, op, "width of x");
+    require(std::isfinite(beta) && beta > 0.0, "tv: beta must be a positive number");
+    require(std::isfinite(floor) && floor > 0.0, "tv: floor must be a positive number");
+    checked_mul(checked_mul(checked_mul(N, C, op), H, op), W, op);
+    return TvParams{N, C, H, W, float(beta), float(floor)};
+}
+
+inline AlphaNormParams make_alpha_norm_params(index_t N, index_t M, double alpha) {
+    using namespace detail;
+    require_positive(N, "alpha_norm", "batch size N of x");
+    require_positive(M, "alpha_norm", "values per image");
+    require(std::isfinite(alpha) && alpha >= 1.0, "alpha_norm: alpha must be a number >= 1");
+    checked_mul(N, M, "alpha_norm");
+    return AlphaNormParams{N, M, float(alpha)};
+}
+
+// ---------------------------------------------------------------- TV^beta
+// Forward differences with the last column/row replicated (so the last
+// difference is 0), as in the authors' code:
+//   d1 = x[i, j+1] - x[i, j],  d2 = x[i+1, j] - x[i, j]
+//   R  = sum_{i,j} (d1^2 + d2^2)^(beta/2)
+// Its gradient, with w = beta * max(d1^2 + d2^2, floor)^(beta/2 - 1):
+//   dR/dx[i,j] = -w[i,j] (d1[i,j] + d2[i,j]) + w[i,j-1] d1[i,j-1] + w[i-1,j] d2[i-1,j]
+
+// d1, d2 at (i, j) of plane xp [H, W].
+INV_HD void tv_diffs(const TvParams& p, const float* xp, index_t i, index_t j, float* d1,
+                     float* d2) {
+    const float v = xp[i * p.W + j];
+    *d1 = j + 1 < p.W ? xp[i * p.W + j + 1] - v : 0.0f;
+    *d2 = i + 1 < p.H ? xp[(i + 1) * p.W + j] - v : 0.0f;
+}
+
+INV_HD float tv_term(const TvParams& p, float d1, float d2) {
+    const float v = d1 * d1 + d2 * d2;
+    return p.beta == 2.0f ? v : powf(v, 0.5f * p.beta);
+}
+
+INV_HD float tv_weight(const TvParams& p, float d1, float d2) {
+    if (p.beta == 2.0f) return 2.0f;
+    const float v = d1 * d1 + d2 * d2;
+    return p.beta * powf(v > p.floor ? v : p.floor, 0.5f * p.beta - 1.0f);
+}
+
+// Value term and gradient at (i, j) of plane xp (gather form: each output
+// element is written by one thread).
+INV_HD float tv_at(const TvParams& p, const float* xp, index_t i, index_t j, float* dx) {
+    float d1, d2;
+    tv_diffs(p, xp, i, j, &d1, &d2);
+    float g = -tv_weight(p, d1, d2) * (d1 + d2);
+    if (j > 0) {
+        float e1, e2;
+        tv_diffs(p, xp, i, j - 1, &e1, &e2);
+        g += tv_weight(p, e1, e2) * e1;
+    }
+    if (i > 0) {
+        float e1, e2;
+        tv_diffs(p, xp, i - 1, j, &e1, &e2);
+        g += tv_weight(p, e1, e2) * e2;
+    }
+    *dx = g;
+    return tv_term(p, d1, d2);
+}
+
+// ------------------------------------------------------------- alpha-norm
+// R = sum |x|^alpha,  dR/dx = alpha |x|^(alpha-1) sign(x)
+INV_HD float alpha_norm_at(const AlphaNormParams& p, float x, float* dx) {
+    const float a = fabsf(x);
+    const float t = powf(a, p.alpha - 1.0f);
+    *dx = x >= 0.0f ? p.alpha * t : -p.alpha * t;
+    return t * a;
+}
+
+// CPU core (cpp/regularisers.cpp). value: [N] per-image sums (float64
+// accumulation, deterministic); dx: [N, C, H, W] (overwritten).
+void tv_forward(const TvParams& p, const float* x, double* value, float* dx);
+void alpha_norm_forward(const AlphaNormParams& p, const float* x, double* value, float* dx);
+
+}  // namespace invert_native

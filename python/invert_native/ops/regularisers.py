@@ -1,0 +1,72 @@
+"""The image priors of the inversion objective, each with its gradient in one pass.
+
+* ``tv_forward(x, beta)``: total variation
+  R = sum over images' channels and pixels of ((x[i,j+1]-x[i,j])^2 + (x[i+1,j]-x[i,j])^2)^(beta/2),
+  forward differences with the last row/column replicated (the last difference is 0), as in
+  the authors' code. In the gradient the base d1^2 + d2^2 is floored at ``floor`` (1e-5 by
+  default) so that beta < 2 stays finite where the image is flat; the value is not floored.
+* ``alpha_norm_forward(x, alpha)``: R = sum |x|^alpha.
+
+Both return ``(value, dx)``: value of shape (N,) in float64 (one number per image of the
+batch, summed in float64), dx shaped like x. There is no ``dy``: a regulariser is a term of the
+loss, so its "backward" is its gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._dispatch import _Call, _cpu
+
+__all__ = ["tv_forward", "alpha_norm_forward"]
+
+
+def _positive(op, name, v, minimum=0.0, strict=True):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: {name} must be a number, got {v!r}") from None
+    if not np.isfinite(v) or (v <= minimum if strict else v < minimum):
+        raise ValueError(f"{op}: {name} must be a finite number {'>' if strict else '>='} "
+                         f"{minimum:g}, got {v}")
+    return v
+
+
+def tv_forward(x, beta=2.0, floor=1e-5):
+    """TV^beta of each image of x (N, C, H, W) and its gradient: returns (value (N,), dx)."""
+    op = "tv_forward"
+    c = _Call(op, x=x)
+    x = c.array("x", x, 4)
+    beta = _positive(op, "beta", beta)
+    floor = _positive(op, "floor", floor)
+    dx = c.empty(x.shape)
+    if c.cuda:
+        terms = c.empty(x.shape)
+        c.launch("tv_forward", x, terms, dx, *x.shape, beta, floor)
+        with c.device:
+            value = terms.reshape(x.shape[0], -1).sum(axis=1, dtype=c.xp.float64)
+    else:
+        value = np.empty(x.shape[0], np.float64)
+        _cpu.tv_forward(x, value, dx, beta, floor)
+    return value, dx
+
+
+def alpha_norm_forward(x, alpha=6.0):
+    """sum |x|^alpha of each sample of x (N, ...) and its gradient: returns (value (N,), dx)."""
+    op = "alpha_norm_forward"
+    c = _Call(op, x=x)
+    x = c.array("x", x)
+    if x.ndim < 1:
+        raise ValueError(f"{op}: x must have a batch dimension, got a scalar")
+    alpha = _positive(op, "alpha", alpha, 1.0, strict=False)
+    dx = c.empty(x.shape)
+    N = x.shape[0]
+    if c.cuda:
+        terms = c.empty(x.shape)
+        c.launch("alpha_norm_forward", x, terms, dx, N, x.size // max(N, 1), alpha)
+        with c.device:
+            value = terms.reshape(N, -1).sum(axis=1, dtype=c.xp.float64)
+    else:
+        value = np.empty(N, np.float64)
+        _cpu.alpha_norm_forward(x, value, dx, alpha)
+    return value, dx

@@ -1,0 +1,39 @@
+// Bindings of the CPU regularisers (TV^beta, alpha-norm) into _cpu.
+#include "bind_util.h"
+#include "invert_native/regularisers.h"
+
+namespace invert_native::bind {
+
+void bind_regularisers_cpu(py::module_& m) {
+    m.def("tv_forward",
+          [](py::array x, py::array value, py::array dx, double beta, double floor) {
+              check(x, "x", 4);
+              const Shape s = shape_of(x);
+              const auto p = make_tv_params(s[0], s[1], s[2], s[3], beta, floor);
+              if (!value.dtype().is(py::dtype::of<double>()) || value.ndim() != 1 ||
+                  value.shape(0) != p.N || !(value.flags() & py::array::c_style) || !value.writeable())
+                  throw py::value_error("value must be a writeable float64 array of shape (N,)");
+              check(dx, "dx", 4, s, true);
+              double* vp = static_cast<double*>(value.mutable_data());
+              py::gil_scoped_release nogil;
+              tv_forward(p, cptr(x), vp, mptr(dx));
+          },
+          "TV^beta per image and its gradient (overwrites value and dx; internal).");
+    m.def("alpha_norm_forward",
+          [](py::array x, py::array value, py::array dx, double alpha) {
+              check(x, "x", int(x.ndim()));
+              if (x.ndim() < 1) throw py::value_error("x must have a batch dimension");
+              const index_t N = x.shape(0), M = N ? index_t(x.size()) / N : 0;
+              const auto p = make_alpha_norm_params(N, M, alpha);
+              if (!value.dtype().is(py::dtype::of<double>()) || value.ndim() != 1 ||
+                  value.shape(0) != p.N || !(value.flags() & py::array::c_style) || !value.writeable())
+                  throw py::value_error("value must be a writeable float64 array of shape (N,)");
+              check(dx, "dx", int(x.ndim()), shape_of(x), true);
+              double* vp = static_cast<double*>(value.mutable_data());
+              py::gil_scoped_release nogil;
+              alpha_norm_forward(p, cptr(x), vp, mptr(dx));
+          },
+          "sum |x|^alpha per image and its gradient (overwrites value and dx; internal).");
+}
+
+}  // namespace invert_native::bind
