@@ -1,4 +1,3 @@
-"""invert_native: invert image representations (HOG, dense SIFT, CNN layers).
 
 Given the code Phi0 = Phi(x0) of an image, find images x whose code matches,
 by momentum gradient descent on a regularised reconstruction objective
@@ -14,8 +13,11 @@ Modules:
 from . import nn, ops
 from ._backend import CudaStatus, cuda_available
 from ._cpu import get_num_threads, set_num_threads
+from .invert import (InversionDiverged, InversionResult, invert, mean_pairwise_distance, objective,
+                     paper_lambdas, paper_sigma, reconstruction_error)
 
 __version__ = "0.1.0"
 
 __all__ = ["ops", "nn", "cuda_available", "CudaStatus", "set_num_threads", "get_num_threads",
-           "__version__"]
+           "invert", "objective", "InversionResult", "InversionDiverged", "paper_lambdas",
+           "paper_sigma", "reconstruction_error", "mean_pairwise_distance", "__version__",
