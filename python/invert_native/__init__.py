@@ -1,3 +1,4 @@
+"""invert_native: invert image representations (HOG, dense SIFT, CNN layers).
 
 Given the code Phi0 = Phi(x0) of an image, find images x whose code matches,
 by momentum gradient descent on a regularised reconstruction objective
@@ -20,4 +21,4 @@ __version__ = "0.1.0"
 
 __all__ = ["ops", "nn", "cuda_available", "CudaStatus", "set_num_threads", "get_num_threads",
            "invert", "objective", "InversionResult", "InversionDiverged", "paper_lambdas",
-           "paper_sigma", "reconstruction_error", "mean_pairwise_distance", "__version__",
+           "paper_sigma", "reconstruction_error", "mean_pairwise_distance", "__version__"]
