@@ -41,17 +41,22 @@ def _as_param(a, name, ndim):
     return out
 
 
+def _check_device(device):
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda":
+        _backend.cuda_core()  # raises, saying what is missing
+
+
 def _move(a, device):
+    """a on the device (checked by _check_device)."""
     if a is None:
         return None
     if device == "cpu":
         return a.get() if _backend.is_cupy(a) else a
-    if device == "cuda":
-        _backend.cuda_core()  # says what is missing
-        import cupy as cp
+    import cupy as cp
 
-        return cp.asarray(a)
-    raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    return cp.asarray(a)
 
 
 class Layer:
@@ -79,6 +84,7 @@ class Layer:
 
     def to(self, device: str) -> "Layer":
         """Move the parameters to ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy); returns self."""
+        _check_device(device)
         for name in self._params:
             setattr(self, name, _move(getattr(self, name), device))
         self._cache = None
@@ -277,6 +283,7 @@ class Sequential(Layer):
         return dy
 
     def to(self, device):
+        _check_device(device)
         for layer in self._layers.values():
             layer.to(device)
         self._cache = None

@@ -20,7 +20,8 @@ INV_HD T imax(T a, T b) { return a > b ? a : b; }
 
 // ------------------------------------------------------------------ ReLU
 // The gradient at exactly 0 is 0 (the subgradient PyTorch and Caffe use).
-INV_HD float relu_forward_elem(float x) { return x > 0.0f ? x : 0.0f; }
+// NaN propagates, as in PyTorch and Caffe; -0 becomes +0.
+INV_HD float relu_forward_elem(float x) { return (x > 0.0f || x != x) ? x : 0.0f; }
 INV_HD float relu_backward_elem(float x, float dy) { return x > 0.0f ? dy : 0.0f; }
 
 // ----------------------------------------------------------------- conv2d

@@ -75,10 +75,16 @@ def conv2d_backward(dy, weight, x_shape, stride=1, padding=0, groups=1):
 
 
 # ------------------------------------------------------------------------ ReLU
+def _nonempty(op, name, a):
+    if a.size == 0:
+        raise ValueError(f"{op}: {name} has a zero-size dimension, shape {tuple(a.shape)}")
+
+
 def relu_forward(x):
     """y = max(x, 0), any shape."""
     c = _Call("relu_forward", x=x)
     x = c.array("x", x)
+    _nonempty("relu_forward", "x", x)
     y = c.empty(x.shape)
     if c.cuda:
         c.launch("relu_forward", x.size, x, y)
@@ -93,6 +99,7 @@ def relu_backward(x, dy):
     c = _Call(op, x=x, dy=dy)
     x = c.array("x", x)
     dy = c.array("dy", dy)
+    _nonempty(op, "x", x)
     _check_shape(op, "dy", dy, x.shape)
     dx = c.empty(x.shape)
     if c.cuda:

@@ -1,0 +1,106 @@
+"""Shared helpers of the Python test suite.
+
+Tolerance (stated once, used everywhere): results are compared in float64 with
+
+    max|got - ref| <= atol + rtol * max|ref|
+
+i.e. the largest absolute error relative to the reference's largest magnitude
+(the norm of llm.c's and ggml's backend tests). ``rtol`` defaults to 1e-4, a
+float32 core against a float64 reference.
+
+Reference libraries (torch, and cupy for the GPU tests) are imported through
+:func:`require`: a missing one skips the test, unless INVERT_NATIVE_REQUIRE_REFS=1
+(CI), where it fails the test instead.
+
+Tests marked ``gpu`` are skipped exactly when ``invert_native.cuda_available()``
+is false; the skip reason is its explanation.
+
+Test modules import the helpers with ``from conftest import ...`` (pytest puts
+this folder on ``sys.path``, as it has no ``__init__.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+import invert_native
+
+RTOL = 1e-4
+ATOL = 1e-6
+
+
+def assert_close(got, ref, rtol: float = RTOL, atol: float = ATOL, what: str = "result"):
+    """Assert max|got - ref| <= atol + rtol * max|ref|, both taken as float64.
+
+    ``got`` and ``ref`` may be NumPy arrays, torch tensors or anything
+    ``numpy.asarray`` takes; shapes must be equal (no broadcasting).
+    """
+    got = _as_f64(got)
+    ref = _as_f64(ref)
+    assert got.shape == ref.shape, f"{what}: shape {got.shape} != reference shape {ref.shape}"
+    if ref.size == 0:
+        return
+    assert np.all(np.isfinite(ref)), f"{what}: the reference is not finite"
+    assert np.all(np.isfinite(got)), f"{what}: non-finite values where the reference is finite"
+    err = np.abs(got - ref)
+    scale = float(np.max(np.abs(ref)))
+    bound = atol + rtol * scale
+    worst = float(err.max())
+    if worst > bound:
+        where = np.unravel_index(int(err.argmax()), err.shape)
+        raise AssertionError(
+            f"{what}: max|got-ref| = {worst:.3e} > atol + rtol*max|ref| = {bound:.3e} "
+            f"(rtol={rtol}, atol={atol}, max|ref|={scale:.3e}); worst at index {where}: "
+            f"got {got[where]!r}, ref {ref[where]!r}")
+
+
+def _as_f64(a):
+    if hasattr(a, "detach"):  # torch tensor
+        a = a.detach().cpu().numpy()
+    elif hasattr(a, "get") and not isinstance(a, np.ndarray):  # cupy array
+        a = a.get()
+    return np.asarray(a, dtype=np.float64)
+
+
+def refs_required() -> bool:
+    """True when a missing reference library must fail a test (INVERT_NATIVE_REQUIRE_REFS=1)."""
+    return os.environ.get("INVERT_NATIVE_REQUIRE_REFS", "") == "1"
+
+
+def require(modname: str):
+    """Import a reference library, or skip the test (fail it with INVERT_NATIVE_REQUIRE_REFS=1)."""
+    try:
+        return importlib.import_module(modname)
+    except ImportError as exc:
+        msg = f"reference library {modname!r} is not importable: {exc}"
+        if refs_required():
+            pytest.fail(f"{msg} (INVERT_NATIVE_REQUIRE_REFS=1: references are mandatory)",
+                        pytrace=False)
+        pytest.skip(msg)
+
+
+def f32(a) -> np.ndarray:
+    """A float32 C-contiguous copy."""
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A NumPy generator seeded from the test's id: reproducible, different per test."""
+    seed = zlib.crc32(request.node.nodeid.encode())
+    return np.random.default_rng(seed)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Runs before any fixture of the test, so GPU tests never reach a cupy import
+    # on machines without a GPU.
+    if item.get_closest_marker("gpu") is not None:
+        status = invert_native.cuda_available()
+        if not status:
+            pytest.skip(str(status))

@@ -1,0 +1,234 @@
+"""conv2d: the CPU core against a float64 NumPy reference and PyTorch autograd."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import invert_native
+from conftest import assert_close, f32, require
+from invert_native import ops
+
+
+# ------------------------------------------------------------------ reference
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def ref_conv2d_forward(x, w, b, stride, padding, groups):
+    """float64 cross-correlation with zero padding, by sliding windows and tensordot."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    N, C, H, W = x.shape
+    K, Cg, kh, kw = w.shape
+    Kg = K // groups
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    Ho, Wo = win.shape[2], win.shape[3]
+    assert (Ho, Wo) == ((H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+    y = np.empty((N, K, Ho, Wo))
+    for g in range(groups):
+        wg = w[g * Kg:(g + 1) * Kg]                                # [Kg, Cg, kh, kw]
+        xg = win[:, g * Cg:(g + 1) * Cg]                           # [N, Cg, Ho, Wo, kh, kw]
+        # y[n, k, i, j] = sum_{c,u,v} x[n, c, i, j, u, v] * w[k, c, u, v]
+        y[:, g * Kg:(g + 1) * Kg] = np.einsum("ncijuv,kcuv->nkij", xg, wg, optimize=True)
+    if b is not None:
+        y += np.asarray(b, np.float64)[None, :, None, None]
+    return y
+
+
+def ref_conv2d_backward(dy, w, x_shape, stride, padding, groups):
+    """float64 dx: each output's gradient scattered back through its window."""
+    dy = np.asarray(dy, np.float64)
+    w = np.asarray(w, np.float64)
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    N, C, H, W = x_shape
+    K, Cg, kh, kw = w.shape
+    Kg = K // groups
+    Ho, Wo = dy.shape[2:]
+    dxp = np.zeros((N, C, H + 2 * ph, W + 2 * pw))
+    for g in range(groups):
+        dyg = dy[:, g * Kg:(g + 1) * Kg]                           # [N, Kg, Ho, Wo]
+        for u in range(kh):
+            for v in range(kw):
+                wuv = w[g * Kg:(g + 1) * Kg, :, u, v]              # [Kg, Cg]
+                dxp[:, g * Cg:(g + 1) * Cg, u:u + sh * (Ho - 1) + 1:sh, v:v + sw * (Wo - 1) + 1:sw] += \
+                    np.einsum("nkij,kc->ncij", dyg, wuv)
+    return dxp[:, :, ph:ph + H, pw:pw + W]
+
+
+def torch_conv2d(x, w, b, dy, stride, padding, groups):
+    """PyTorch float64 forward and autograd dx."""
+    torch = require("torch")
+    F = torch.nn.functional
+    xt = torch.tensor(np.asarray(x, np.float64), requires_grad=True)
+    wt = torch.tensor(np.asarray(w, np.float64))
+    bt = None if b is None else torch.tensor(np.asarray(b, np.float64))
+    yt = F.conv2d(xt, wt, bt, stride=stride, padding=padding, groups=groups)
+    yt.backward(torch.tensor(np.asarray(dy, np.float64)))
+    return yt.detach().numpy(), xt.grad.numpy()
+
+
+# ---------------------------------------------------------------------- cases
+# (id, N, C, H, W, K, (kh, kw), stride, padding, groups, bias)
+CASES = [
+    ("basic-3ch", 2, 3, 7, 9, 5, (3, 3), 1, 0, 1, True),
+    ("odd-stride2-pad1", 2, 5, 11, 13, 13, (3, 5), 2, 1, 1, True),
+    ("stride3-pad2", 3, 3, 10, 9, 4, (4, 3), 3, 2, 1, True),
+    ("anisotropic", 2, 5, 9, 12, 7, (3, 2), (2, 1), (1, 2), 1, True),
+    ("groups2", 2, 6, 9, 9, 10, (3, 3), 1, 1, 2, True),
+    ("groups2-stride2-nobias", 3, 10, 11, 8, 6, (5, 5), 2, 2, 2, False),
+    ("depthwise", 2, 5, 8, 7, 5, (3, 3), 1, 1, 5, True),
+    ("depthwise-x2", 2, 4, 9, 9, 8, (3, 3), 2, 1, 4, True),
+    ("one-channel", 2, 1, 10, 11, 1, (3, 3), 1, 1, 1, True),
+    ("one-channel-in", 1, 1, 12, 12, 3, (5, 5), 2, 0, 1, False),
+    ("pointwise", 2, 13, 5, 7, 3, (1, 1), 1, 0, 1, True),
+    ("pointwise-groups2", 2, 6, 4, 5, 4, (1, 1), 1, 0, 2, True),
+    ("1x1-stride2", 2, 5, 7, 7, 13, (1, 1), 2, 0, 1, True),
+    ("1x1-pad1", 1, 3, 4, 5, 5, (1, 1), 1, 1, 1, True),
+    ("kernel-fills-padded-input", 2, 3, 3, 4, 5, (5, 6), 1, 1, 1, True),
+    ("stride-gt-kernel", 2, 3, 11, 10, 5, (2, 2), 3, 0, 1, True),
+    ("deep-reduction", 1, 13, 9, 9, 5, (5, 5), 1, 2, 1, True),  # Cg*kh*kw = 325 > one GEMM block
+    ("big-kernel-stride4", 1, 3, 27, 27, 4, (11, 11), 4, 0, 1, True),
+]
+
+# CaffeNet's convolutions, exact shapes (batch 1; conv2 also at batch 2).
+CAFFENET = [
+    ("conv1", 1, 3, 227, 227, 96, (11, 11), 4, 0, 1, True),
+    ("conv2", 1, 96, 27, 27, 256, (5, 5), 1, 2, 2, True),
+    ("conv2-batch2", 2, 96, 27, 27, 256, (5, 5), 1, 2, 2, True),
+    ("conv3", 1, 256, 13, 13, 384, (3, 3), 1, 1, 1, True),
+    ("conv4", 1, 384, 13, 13, 384, (3, 3), 1, 1, 2, True),
+    ("conv5", 1, 384, 13, 13, 256, (3, 3), 1, 1, 2, True),
+]
+
+ALL = CASES + CAFFENET
+
+
+def make(rng, case):
+    _, N, C, H, W, K, (kh, kw), stride, padding, groups, bias = case
+    x = f32(rng.standard_normal((N, C, H, W)))
+    w = f32(rng.standard_normal((K, C // groups, kh, kw)) / np.sqrt(C // groups * kh * kw))
+    b = f32(rng.standard_normal(K)) if bias else None
+    return x, w, b, stride, padding, groups
+
+
+def ids(cases):
+    return [c[0] for c in cases]
+
+
+# ---------------------------------------------------------------------- tests
+@pytest.mark.parametrize("case", ALL, ids=ids(ALL))
+def test_forward_matches_numpy(rng, case):
+    x, w, b, stride, padding, groups = make(rng, case)
+    y = ops.conv2d_forward(x, w, b, stride, padding, groups)
+    assert y.dtype == np.float32 and y.flags.c_contiguous
+    assert_close(y, ref_conv2d_forward(x, w, b, stride, padding, groups), what="y")
+
+
+@pytest.mark.parametrize("case", ALL, ids=ids(ALL))
+def test_backward_matches_numpy(rng, case):
+    x, w, b, stride, padding, groups = make(rng, case)
+    yshape = ops.conv2d_forward(x, w, b, stride, padding, groups).shape
+    dy = f32(rng.standard_normal(yshape))
+    dx = ops.conv2d_backward(dy, w, x.shape, stride, padding, groups)
+    assert dx.dtype == np.float32 and dx.shape == x.shape
+    assert_close(dx, ref_conv2d_backward(dy, w, x.shape, stride, padding, groups), what="dx")
+
+
+@pytest.mark.parametrize("case", ALL, ids=ids(ALL))
+def test_matches_torch_autograd(rng, case):
+    x, w, b, stride, padding, groups = make(rng, case)
+    y = ops.conv2d_forward(x, w, b, stride, padding, groups)
+    dy = f32(rng.standard_normal(y.shape))
+    dx = ops.conv2d_backward(dy, w, x.shape, stride, padding, groups)
+    y_ref, dx_ref = torch_conv2d(x, w, b, dy, stride, padding, groups)
+    assert_close(y, y_ref, what="y vs torch")
+    assert_close(dx, dx_ref, what="dx vs torch")
+
+
+def test_numpy_reference_gradient_by_finite_differences(rng):
+    """The float64 reference's backward is the adjoint of its forward (central differences)."""
+    case = ("fd", 2, 4, 6, 5, 6, (3, 2), 2, 1, 2, False)
+    x, w, _, stride, padding, groups = make(rng, case)
+    x = x.astype(np.float64)
+    dy = rng.standard_normal(ref_conv2d_forward(x, w, None, stride, padding, groups).shape)
+    dx = ref_conv2d_backward(dy, w, x.shape, stride, padding, groups)
+    h = 1e-6
+    for flat in rng.choice(x.size, 12, replace=False):
+        i = np.unravel_index(flat, x.shape)
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        fd = (np.sum(ref_conv2d_forward(xp, w, None, stride, padding, groups) * dy)
+              - np.sum(ref_conv2d_forward(xm, w, None, stride, padding, groups) * dy)) / (2 * h)
+        assert abs(fd - dx[i]) <= 1e-7 * max(1.0, abs(fd))
+
+
+def test_output_size_is_floor_mode(rng):
+    x = f32(rng.standard_normal((1, 2, 10, 7)))
+    w = f32(rng.standard_normal((3, 2, 3, 3)))
+    assert ops.conv2d_forward(x, w, stride=3, padding=1).shape == (1, 3, 4, 3)
+    assert ops.conv2d_forward(x, w, stride=(4, 2), padding=(0, 1)).shape == (1, 3, 2, 4)
+
+
+def test_backward_of_linear_map_is_its_adjoint(rng):
+    """<conv(x), dy> == <x, conv_backward(dy)> for the core itself (bias-free)."""
+    x, w, _, stride, padding, groups = make(rng, CASES[5])
+    y = ops.conv2d_forward(x, w, None, stride, padding, groups)
+    dy = f32(rng.standard_normal(y.shape))
+    dx = ops.conv2d_backward(dy, w, x.shape, stride, padding, groups)
+    lhs = np.vdot(y.astype(np.float64), dy.astype(np.float64))
+    rhs = np.vdot(x.astype(np.float64), dx.astype(np.float64))
+    assert abs(lhs - rhs) <= 1e-4 * np.sqrt(np.vdot(y, y) * np.vdot(dy, dy))
+
+
+def test_repeated_calls_reuse_workspace_safely(rng):
+    """A large conv then a small one then the large again: the per-thread workspace is reused."""
+    big = make(rng, CAFFENET[0])
+    small = make(rng, CASES[1])
+    y_big = ops.conv2d_forward(*big)
+    ops.conv2d_forward(*small)
+    np.testing.assert_array_equal(ops.conv2d_forward(*big), y_big)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[16], CAFFENET[1]], ids=lambda c: c[0])
+def test_results_do_not_depend_on_thread_count(rng, case):
+    x, w, b, stride, padding, groups = make(rng, case)
+    dy = f32(rng.standard_normal(ops.conv2d_forward(x, w, b, stride, padding, groups).shape))
+    before = invert_native.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2, 3):
+            invert_native.set_num_threads(n)
+            out.append((ops.conv2d_forward(x, w, b, stride, padding, groups),
+                        ops.conv2d_backward(dy, w, x.shape, stride, padding, groups)))
+    finally:
+        invert_native.set_num_threads(before)
+    for y, dx in out[1:]:
+        np.testing.assert_array_equal(y, out[0][0])
+        np.testing.assert_array_equal(dx, out[0][1])
+
+
+def test_concurrent_calls_from_python_threads(rng):
+    """The core releases the GIL: calls from several threads at once give the serial results."""
+    cases = [make(rng, c) for c in (CASES[1], CASES[4], CASES[16], CAFFENET[3])]
+    expected = [ops.conv2d_forward(*c) for c in cases]
+    errors = []
+
+    def work(i):
+        for _ in range(5):
+            for j in range(len(cases)):
+                c = cases[(i + j) % len(cases)]
+                if not np.array_equal(ops.conv2d_forward(*c), expected[(i + j) % len(cases)]):
+                    errors.append((i, j))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
