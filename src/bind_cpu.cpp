@@ -193,4 +193,6 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("set_num_threads", &set_num_threads,
           "Threads of the CPU core; n <= 0 restores OMP_NUM_THREADS or the core count.");
     m.def("get_num_threads", &get_num_threads, "Threads the CPU core uses.");
+    m.def("sgemm_kernel", &sgemm_kernel_name,
+          "The SGEMM micro-kernel chosen for this CPU at run time (e.g. 'avx512 12x32').");
 }

@@ -80,8 +80,13 @@ void linear_backward(const LinearParams& p,
 // -------------------------------------------------------------------- GEMM
 // C[M, N] = alpha * op(A) op(B) + beta * C, row-major, op = transpose when
 // trans_* is true. A: [M, K] (or [K, M]), B: [K, N] (or [N, K]).
+// Uses AVX-512 where the CPU has it (set INVERT_NATIVE_NO_AVX512=1 to force
+// the AVX2 path), AVX2 otherwise.
 void sgemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, float alpha,
            const float* A, index_t lda, const float* B, index_t ldb, float beta, float* C,
            index_t ldc);
+
+// Which SGEMM micro-kernel runs on this machine (for reports and benchmarks).
+const char* sgemm_kernel_name();
 
 }  // namespace invert_native
