@@ -14,6 +14,8 @@ using namespace invert_native::bind;
 // Op families bound from their own files (src/bind_cpu_<family>.cpp).
 namespace invert_native::bind {
 void bind_regularisers_cpu(py::module_& m);
+void bind_dsift_cpu(py::module_& m);
+void bind_hog_cpu(py::module_& m);
 }  // namespace invert_native::bind
 
 namespace {
@@ -34,6 +36,8 @@ Pool2dParams pool_params(const Shape& xs, index_t kh, index_t kw, index_t sh, in
 PYBIND11_MODULE(_cpu, m) {
     m.doc() = "invert_native CPU core (internal; use invert_native.ops)";
     bind_regularisers_cpu(m);
+    bind_dsift_cpu(m);
+    bind_hog_cpu(m);
 
     // ------------------------------------------------------------ shapes
     m.def("conv2d_params",

@@ -26,6 +26,8 @@ using namespace invert_native::bind;
 // Op families bound from their own files (src/bind_cuda_<family>.cpp).
 namespace invert_native::bind {
 void bind_regularisers_cuda(py::module_& m);
+void bind_dsift_cuda(py::module_& m);
+void bind_hog_cuda(py::module_& m);
 }  // namespace invert_native::bind
 
 namespace {
@@ -40,6 +42,8 @@ PYBIND11_MODULE(_cuda, m) {
     namespace inv = invert_native;
     m.doc() = "Internal CUDA core of invert_native; use invert_native.ops, which validates arrays.";
     invert_native::bind::bind_regularisers_cuda(m);
+    invert_native::bind::bind_dsift_cuda(m);
+    invert_native::bind::bind_hog_cuda(m);
 
     m.def(
         "conv2d_forward",

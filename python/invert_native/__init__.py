@@ -14,6 +14,7 @@ Modules:
 from . import nn, ops
 from ._backend import CudaStatus, cuda_available
 from ._cpu import get_num_threads, set_num_threads
+from .representations import DSIFT, HOG, dsift, hog
 from .invert import (InversionDiverged, InversionResult, invert, mean_pairwise_distance, objective,
                      paper_lambdas, paper_sigma, reconstruction_error)
 
@@ -21,4 +22,5 @@ __version__ = "0.1.0"
 
 __all__ = ["ops", "nn", "cuda_available", "CudaStatus", "set_num_threads", "get_num_threads",
            "invert", "objective", "InversionResult", "InversionDiverged", "paper_lambdas",
-           "paper_sigma", "reconstruction_error", "mean_pairwise_distance", "__version__"]
+           "paper_sigma", "reconstruction_error", "mean_pairwise_distance", "__version__",
+           "DSIFT", "dsift", "HOG", "hog"]

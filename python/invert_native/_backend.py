@@ -88,6 +88,12 @@ def describe(a) -> str:
     return f"a {type(a).__module__}.{type(a).__qualname__}"
 
 
+def check_finite(x, what: str) -> None:
+    """ValueError unless every value of x (NumPy or CuPy) is finite."""
+    if not bool(array_module(x).isfinite(x).all()):
+        raise ValueError(f"{what} contains NaN or Inf pixels")
+
+
 def array_module(a):
     """numpy for NumPy arrays, cupy for CuPy arrays."""
     if is_cupy(a):
@@ -95,4 +101,4 @@ def array_module(a):
     return np
 
 
-__all__ = ["CudaStatus", "cuda_available", "cuda_core", "array_module", "is_cupy", "describe", "_cpu"]
+__all__ = ["CudaStatus", "cuda_available", "cuda_core", "array_module", "is_cupy", "describe", "check_finite", "_cpu"]

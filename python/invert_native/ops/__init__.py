@@ -28,6 +28,10 @@ from ._core import (conv2d_backward, conv2d_forward, linear_backward, linear_for
                     lrn_backward, lrn_forward, maxpool2d_backward, maxpool2d_forward,
                     relu_backward, relu_forward)
 from .regularisers import alpha_norm_forward, tv_forward
+from .dsift import (DsiftConfig, dsift_geometry, dsift_gradient_backward, dsift_gradient_forward,
+                    dsift_normalize_backward, dsift_normalize_forward, dsift_sample_backward,
+                    dsift_sample_forward, dsift_triangle_backward, dsift_triangle_forward)
+from .hog import hog_cells_backward, hog_cells_forward, hog_norm_backward, hog_norm_forward
 
 __all__ = [
     "conv2d_forward", "conv2d_backward",
@@ -36,4 +40,11 @@ __all__ = [
     "lrn_forward", "lrn_backward",
     "linear_forward", "linear_backward",
     "tv_forward", "alpha_norm_forward",
+    "DsiftConfig", "dsift_geometry",
+    "dsift_gradient_forward", "dsift_gradient_backward",
+    "dsift_triangle_forward", "dsift_triangle_backward",
+    "dsift_sample_forward", "dsift_sample_backward",
+    "dsift_normalize_forward", "dsift_normalize_backward",
+    "hog_cells_forward", "hog_cells_backward",
+    "hog_norm_forward", "hog_norm_backward",
 ]

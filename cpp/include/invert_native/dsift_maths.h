@@ -1,0 +1,312 @@
+// Per-element maths of the dense SIFT ops (dsift.h), shared by the CPU loops
+// (cpp/dsift_*.cpp) and the CUDA kernels (cuda/dsift_*.cu).
+//
+// Numerics follow VLFeat 0.9.21's vl_dsift_process (vl/dsift.c): float
+// arithmetic, its gradient stencil, its fast atan2 (a rational function, so
+// it has an exact derivative, used by backward), its squared-magnitude floor
+// of 1e-8 below which the gradient and the descriptor norms count as 0. Where
+// VLFeat uses the bit-trick vl_fast_sqrt_f we take sqrtf: the two agree to
+// about 5e-6 relative (two Newton steps) and sqrtf has a clean derivative.
+#pragma once
+
+#include <cmath>
+
+#include "invert_native/dsift.h"
+#include "invert_native/maths.h"
+
+namespace invert_native {
+
+// -------------------------------------------------------------- gradient
+// Coefficient of sample p in VLFeat's derivative at q along an axis of n >= 2
+// samples: (v[q+1] - v[q-1]) / 2 inside, v[1] - v[0] and v[n-1] - v[n-2] at the ends.
+INV_HD float dsift_diff_coef(index_t q, index_t p, index_t n) {
+    if (q == 0) return p == 1 ? 1.0f : (p == 0 ? -1.0f : 0.0f);
+    if (q == n - 1) return p == n - 1 ? 1.0f : (p == n - 2 ? -1.0f : 0.0f);
+    return p == q + 1 ? 0.5f : (p == q - 1 ? -0.5f : 0.0f);
+}
+
+// (gx, gy) at pixel (y, x) of plane xp [H, W], written as VLFeat does.
+INV_HD void dsift_image_gradient(const float* xp, index_t H, index_t W, index_t y, index_t x,
+                                 float* gx, float* gy) {
+    const float* r = xp + y * W;
+    if (x == 0) *gx = r[1] - r[0];
+    else if (x == W - 1) *gx = r[x] - r[x - 1];
+    else *gx = 0.5f * (r[x + 1] - r[x - 1]);
+    if (y == 0) *gy = xp[W + x] - xp[x];
+    else if (y == H - 1) *gy = xp[y * W + x] - xp[(y - 1) * W + x];
+    else *gy = 0.5f * (xp[(y + 1) * W + x] - xp[(y - 1) * W + x]);
+}
+
+// VLFeat's vl_fast_atan2_f(y, x) and its partial derivatives. The two
+// branches meet with equal value and slope at x = 0, and y enters through
+// sign(y) * f(|y|), so the function is C1 away from the origin; at y = 0 it
+// jumps by ~3e-6 rad across 0 (= 2 pi after wrapping), which binning ignores.
+constexpr float kDsiftAtanC3 = 0.1821f;
+constexpr float kDsiftAtanC1 = 0.9675f;
+constexpr float kDsiftPi = 3.14159265358979323846f;
+
+INV_HD float dsift_fast_atan2(float y, float x, float* d_dy, float* d_dx) {
+    const float a = fabsf(y) + kDsiftEps;
+    float r, base, dr_dx, dr_da;
+    if (x >= 0.0f) {
+        const float q = x + a;
+        r = (x - a) / q;
+        base = kDsiftPi / 4.0f;
+        dr_dx = 2.0f * a / (q * q);
+        dr_da = -2.0f * x / (q * q);
+    } else {
+        const float q = a - x;
+        r = (x + a) / q;
+        base = 3.0f * kDsiftPi / 4.0f;
+        dr_dx = 2.0f * a / (q * q);
+        dr_da = -2.0f * x / (q * q);
+    }
+    const float angle = base + (kDsiftAtanC3 * r * r - kDsiftAtanC1) * r;
+    const float dangle = 3.0f * kDsiftAtanC3 * r * r - kDsiftAtanC1;
+    const float s = y < 0.0f ? -1.0f : 1.0f;
+    if (d_dx) *d_dx = s * dangle * dr_dx;
+    if (d_dy) *d_dy = dangle * dr_da;  // s * dangle * dr_da * sign(y), sign(0) taken as +1
+    return s * angle;
+}
+
+// Angle of g in [0, 2 pi) (VLFeat's vl_mod_2pi_f) and d angle / d (gx, gy).
+INV_HD float dsift_angle(const DsiftParams& p, float gx, float gy, float* d_dgx, float* d_dgy) {
+    float a;
+    if (p.exact_atan2) {
+        a = atan2f(gy, gx);
+        const float m2 = gx * gx + gy * gy;
+        *d_dgx = m2 > 0.0f ? -gy / m2 : 0.0f;
+        *d_dgy = m2 > 0.0f ? gx / m2 : 0.0f;
+    } else {
+        a = dsift_fast_atan2(gy, gx, d_dgy, d_dgx);
+    }
+    const float two_pi = 2.0f * kDsiftPi;
+    while (a > two_pi) a -= two_pi;
+    while (a < 0.0f) a += two_pi;
+    return a;
+}
+
+// Bilinear orientation binning of one gradient: the magnitude goes to bins
+// b0 and b1 = b0 + 1 (mod K) with weights 1 - frac and frac. Also returns the
+// derivatives backward needs. mag = 0 below VLFeat's 1e-8 floor on |g|^2.
+struct DsiftOrient {
+    index_t b0, b1;
+    float frac, mag;
+    float dmag_dgx, dmag_dgy;      // d mag / d g
+    float dfrac_dgx, dfrac_dgy;    // d frac / d g (frac = angle * K / 2pi - b0)
+};
+
+INV_HD DsiftOrient dsift_orient(const DsiftParams& p, float gx, float gy) {
+    DsiftOrient o;
+    const float m2 = gx * gx + gy * gy;
+    float da_dgx, da_dgy;
+    const float a = dsift_angle(p, gx, gy, &da_dgx, &da_dgy);
+    const float scale = float(p.K) / (2.0f * kDsiftPi);
+    const float nt = a * scale;
+    const float fb = floorf(nt);
+    o.frac = nt - fb;
+    index_t b = index_t(fb);
+    o.b0 = ((b % p.K) + p.K) % p.K;  // nt can round up to exactly K
+    o.b1 = (o.b0 + 1) % p.K;
+    if (m2 < kDsiftSqrtFloor) {
+        o.mag = 0.0f;
+        o.dmag_dgx = o.dmag_dgy = 0.0f;
+    } else {
+        o.mag = sqrtf(m2);
+        o.dmag_dgx = gx / o.mag;
+        o.dmag_dgy = gy / o.mag;
+    }
+    o.dfrac_dgx = scale * da_dgx;
+    o.dfrac_dgy = scale * da_dgy;
+    return o;
+}
+
+// Writes the K orientation channels of pixel (y, x): hp points at channel 0 of
+// that pixel in an [K, H, W] block, channels `plane` floats apart.
+INV_HD void dsift_gradient_forward_at(const DsiftParams& p,
+                                      const float* xp,  // [H, W] image plane
+                                      float* hp, index_t plane, index_t y, index_t x) {
+    float gx, gy;
+    dsift_image_gradient(xp, p.H, p.W, y, x, &gx, &gy);
+    const DsiftOrient o = dsift_orient(p, gx, gy);
+    for (index_t t = 0; t < p.K; ++t) hp[t * plane] = 0.0f;
+    hp[o.b0 * plane] = (1.0f - o.frac) * o.mag;
+    hp[o.b1 * plane] += o.frac * o.mag;  // += : b0 == b1 when K == 1
+}
+
+// d loss / d (gx, gy) at pixel (y, x) from the K channels of dh there.
+INV_HD void dsift_gradient_dg_at(const DsiftParams& p,
+                                 const float* xp,   // [H, W] image plane
+                                 const float* dhp,  // channel 0 of dh at (y, x), stride plane
+                                 index_t plane, index_t y, index_t x, float* dgx, float* dgy) {
+    float gx, gy;
+    dsift_image_gradient(xp, p.H, p.W, y, x, &gx, &gy);
+    const DsiftOrient o = dsift_orient(p, gx, gy);
+    const float d0 = dhp[o.b0 * plane], d1 = dhp[o.b1 * plane];
+    // h_b0 = (1 - frac) mag, h_b1 = frac mag
+    const float dmag = (1.0f - o.frac) * d0 + o.frac * d1;
+    const float dfrac = o.mag * (d1 - d0);
+    *dgx = dmag * o.dmag_dgx + dfrac * o.dfrac_dgx;
+    *dgy = dmag * o.dmag_dgy + dfrac * o.dfrac_dgy;
+}
+
+// dx at pixel (y, x) (gather): the pixel enters the derivatives at its four
+// neighbours and, at the image border, at itself.
+INV_HD float dsift_gradient_backward_at(const DsiftParams& p,
+                                        const float* xp,   // [H, W] image plane
+                                        const float* dhp,  // [K, H, W] dh block of the image
+                                        index_t y, index_t x) {
+    const index_t plane = p.H * p.W;
+    const index_t qy[5] = {y, y, y, y - 1, y + 1};
+    const index_t qx[5] = {x, x - 1, x + 1, x, x};
+    float acc = 0.0f;
+    for (int k = 0; k < 5; ++k) {
+        if (qy[k] < 0 || qy[k] >= p.H || qx[k] < 0 || qx[k] >= p.W) continue;
+        const float cx = qy[k] == y ? dsift_diff_coef(qx[k], x, p.W) : 0.0f;
+        const float cy = qx[k] == x ? dsift_diff_coef(qy[k], y, p.H) : 0.0f;
+        if (cx == 0.0f && cy == 0.0f) continue;
+        float dgx, dgy;
+        dsift_gradient_dg_at(p, xp, dhp + qy[k] * p.W + qx[k], plane, qy[k], qx[k], &dgx, &dgy);
+        acc += cx * dgx + cy * dgy;
+    }
+    return acc;
+}
+
+// -------------------------------------------------------------- triangle
+INV_HD index_t dsift_clampi(index_t i, index_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
+
+// Unit-height triangle 1 - |u| / b for |u| < b, as the integer weight b - |u|;
+// the filters divide their sums by b once at the end.
+INV_HD float dsift_tri(index_t u, index_t b) {
+    const index_t a = u < 0 ? -u : u;
+    return a < b ? float(b - a) : 0.0f;
+}
+
+// Filtered sample i of a line of n samples `stride` floats apart, edge replicated.
+INV_HD float dsift_triangle_at(const float* v, index_t n, index_t stride, index_t b, index_t i) {
+    float acc = 0.0f;
+    if (i - b + 1 >= 0 && i + b - 1 < n) {  // window inside the line: no clamping
+        for (index_t u = -b + 1; u <= b - 1; ++u) acc += dsift_tri(u, b) * v[(i + u) * stride];
+    } else {
+        for (index_t u = -b + 1; u <= b - 1; ++u)
+            acc += dsift_tri(u, b) * v[dsift_clampi(i + u, n) * stride];
+    }
+    return acc / float(b);
+}
+
+// Transpose of dsift_triangle_at: sample i of the gradient gathers every output
+// q whose (clamped) window reads i. Inside the line that is tri(i - q); the
+// two end samples also collect the weights of the replicated padding.
+INV_HD float dsift_triangle_backward_at(const float* dv, index_t n, index_t stride, index_t b,
+                                        index_t i) {
+    const index_t q0 = imax(i - b + 1, index_t(0)), q1 = imin(i + b - 1, n - 1);
+    float acc = 0.0f;
+    if (i > 0 && i < n - 1) {
+        for (index_t q = q0; q <= q1; ++q) acc += dsift_tri(i - q, b) * dv[q * stride];
+        return acc / float(b);
+    }
+    for (index_t q = q0; q <= q1; ++q) {
+        float w = 0.0f;
+        for (index_t u = -b + 1; u <= b - 1; ++u)
+            if (dsift_clampi(q + u, n) == i) w += dsift_tri(u, b);
+        acc += w * dv[q * stride];
+    }
+    return acc / float(b);
+}
+
+// ---------------------------------------------------------------- sample
+// d[n, c, fy, fx] from the filtered maps s [N, K, H, W].
+INV_HD float dsift_sample_at(const DsiftParams& p, const float* s, index_t n, index_t c,
+                             index_t fy, index_t fx) {
+    const index_t t = c % p.K, bin = c / p.K;
+    const index_t bx = bin % p.nbin, by = bin / p.nbin;
+    const index_t y = p.y0 + fy * p.step_y + by * p.bin_size;
+    const index_t x = p.x0 + fx * p.step_x + bx * p.bin_size;
+    return p.window_mean[bx] * p.window_mean[by] * s[((n * p.K + t) * p.H + y) * p.W + x];
+}
+
+// Whether row y holds bin centres of any frame (most rows do not when step and
+// bin_size share a large factor); lets the loops skip whole rows.
+INV_HD bool dsift_sample_row_used(const DsiftParams& p, index_t y) {
+    for (index_t by = 0; by < p.nbin; ++by) {
+        const index_t ty = y - p.y0 - by * p.bin_size;
+        if (ty >= 0 && ty % p.step_y == 0 && ty / p.step_y < p.ny) return true;
+    }
+    return false;
+}
+
+// ds[n, t, y, x]: the sum over the (frame, bin) pairs whose bin centre is (y, x).
+INV_HD float dsift_sample_backward_at(const DsiftParams& p, const float* dd, index_t n, index_t t,
+                                      index_t y, index_t x) {
+    const index_t D = p.D(), F = p.ny * p.nx;
+    float acc = 0.0f;
+    for (index_t by = 0; by < p.nbin; ++by) {
+        const index_t ty = y - p.y0 - by * p.bin_size;
+        if (ty < 0 || ty % p.step_y) continue;
+        const index_t fy = ty / p.step_y;
+        if (fy >= p.ny) continue;
+        for (index_t bx = 0; bx < p.nbin; ++bx) {
+            const index_t tx = x - p.x0 - bx * p.bin_size;
+            if (tx < 0 || tx % p.step_x) continue;
+            const index_t fx = tx / p.step_x;
+            if (fx >= p.nx) continue;
+            const index_t c = (by * p.nbin + bx) * p.K + t;
+            acc += p.window_mean[bx] * p.window_mean[by] * dd[(n * D + c) * F + fy * p.nx + fx];
+        }
+    }
+    return acc;
+}
+
+// ------------------------------------------------------------- normalize
+// The norm VLFeat divides by: fast_sqrt(sum of squares) + eps, where the fast
+// sqrt is 0 below 1e-8. Returns the root part (0 below the floor).
+INV_HD float dsift_root(float sum_sq) { return sum_sq < kDsiftSqrtFloor ? 0.0f : sqrtf(sum_sq); }
+
+// One descriptor: dp, yp point at its channel 0, channels `cs` floats apart.
+// Sums run in channel order, as VLFeat's. Writes |d| and |v| to *r1, *r2.
+INV_HD void dsift_normalize_forward_at(const DsiftParams& p, const float* dp, float* yp,
+                                       index_t cs, float* r1, float* r2) {
+    const index_t D = p.D();
+    float ss = 0.0f;
+    for (index_t c = 0; c < D; ++c) ss += dp[c * cs] * dp[c * cs];
+    *r1 = dsift_root(ss);
+    const float n1 = *r1 + kDsiftEps;
+    ss = 0.0f;
+    for (index_t c = 0; c < D; ++c) {
+        const float v = fminf(dp[c * cs] / n1, p.clamp);
+        yp[c * cs] = v;
+        ss += v * v;
+    }
+    *r2 = p.second_l2 ? dsift_root(ss) : 0.0f;
+    if (p.second_l2) {
+        const float n2 = *r2 + kDsiftEps;
+        for (index_t c = 0; c < D; ++c) yp[c * cs] /= n2;
+    }
+}
+
+// Gradient of one descriptor. With n = r + eps, y = v / n has
+// dv = dy / n - v (v . dy) / (n^2 r) (the second term only where r > 0);
+// the clamp passes the gradient where u <= clamp (VLFeat clamps u > clamp).
+INV_HD void dsift_normalize_backward_at(const DsiftParams& p, const float* dp, const float* dyp,
+                                        float* ddp, index_t cs, float r1, float r2) {
+    const index_t D = p.D();
+    const float n1 = r1 + kDsiftEps, n2 = r2 + kDsiftEps;
+    float dot_v = 0.0f;
+    if (p.second_l2 && r2 > 0.0f)
+        for (index_t c = 0; c < D; ++c) dot_v += fminf(dp[c * cs] / n1, p.clamp) * dyp[c * cs];
+    const float k2 = (p.second_l2 && r2 > 0.0f) ? dot_v / (n2 * n2 * r2) : 0.0f;
+    const float inv2 = p.second_l2 ? 1.0f / n2 : 1.0f;
+    // du, written into ddp, then its dot with d
+    float dot_d = 0.0f;
+    for (index_t c = 0; c < D; ++c) {
+        const float u = dp[c * cs] / n1;
+        const float v = fminf(u, p.clamp);
+        const float du = u <= p.clamp ? dyp[c * cs] * inv2 - v * k2 : 0.0f;
+        ddp[c * cs] = du;
+        dot_d += dp[c * cs] * du;
+    }
+    const float k1 = r1 > 0.0f ? dot_d / (n1 * n1 * r1) : 0.0f;
+    for (index_t c = 0; c < D; ++c) ddp[c * cs] = ddp[c * cs] / n1 - dp[c * cs] * k1;
+}
+
+}  // namespace invert_native

@@ -1,0 +1,408 @@
+// Per-element maths of HOG, shared by the CPU core (cpp/hog.cpp) and the
+// CUDA core (cuda/hog.cu). Facts follow VLFeat 0.9.21's vl/hog.c.
+//
+// The orientation binning part is generic: K = 2*A directed directions, axis
+// a < A at angle a*pi/A (from +x towards +y; image y points down), direction
+// a + A = -axis a. HOG uses A = O orientations (K = 18 for O = 9); dense SIFT's
+// 8 directions are A = 4.
+#pragma once
+
+#include <cmath>
+
+#include "invert_native/hog.h"
+#include "invert_native/maths.h"
+
+namespace invert_native {
+
+constexpr float kHogPi = 3.14159265358979f;
+constexpr float kHogClamp = 0.2f;              // block-normalised values saturate here
+constexpr float kHogNormEps = 1e-4f;           // f = 1 / sqrt(block energy + eps)
+constexpr float kHogTextureScale = 0.2357022604f;  // 1/sqrt(18), fixed in VLFeat whatever O is
+
+// ============================================== orientation binning (generic)
+// The (at most) two directions a gradient is assigned to, and their cosines
+// with the gradient. b = -1: none (zero gradient).
+struct OrientationBins {
+    int b0, b1;    // best and second best directions, b1 adjacent to b0
+    float s0, s1;  // cos(angle between the gradient and u_b0 / u_b1), >= 0
+    float phi0;    // angle between the gradient and u_b0, in [0, pi/A/2]
+};
+
+// Angle between the unit gradient (nx, ny) and direction b, as atan2(|u x n|, u . n):
+// accurate near 0, where VLFeat's acos(u . n) turns float rounding e into an
+// angle error of sqrt(2 e) (~3e-4 rad).
+INV_HD float orientation_angle(float nx, float ny, float bx, float by) {
+    return atan2f(fabsf(bx * ny - by * nx), bx * nx + by * ny);
+}
+
+INV_HD float orientation_dir_x(const float* ux, int A, int b) { return b < A ? ux[b] : -ux[b - A]; }
+INV_HD float orientation_dir_y(const float* uy, int A, int b) { return b < A ? uy[b] : -uy[b - A]; }
+
+// Best two of the K = 2*A directions for the gradient (gx, gy) of magnitude
+// mag. The axes are scanned in order, each giving the direction on the
+// gradient's side; a strict > keeps the first of equal scores, so a tie goes
+// to the direction whose axis index is lower (VLFeat's rule: a vertical
+// gradient with O = 9 goes to bin 4, not 5).
+INV_HD OrientationBins orientation_best_two(float gx, float gy, float mag, const float* ux,
+                                            const float* uy, int A) {
+    const float nx = gx / imax(mag, 1e-10f);
+    const float ny = gy / imax(mag, 1e-10f);
+    OrientationBins r{-1, -1, 0.0f, 0.0f, 0.0f};
+    for (int a = 0; a < A; ++a) {
+        float s = nx * ux[a] + ny * uy[a];
+        int b = a;
+        if (s < 0.0f) {
+            s = -s;
+            b += A;
+        }
+        if (s > r.s0) {
+            r.b1 = r.b0;
+            r.s1 = r.s0;
+            r.b0 = b;
+            r.s0 = s;
+        } else if (s > r.s1) {
+            r.b1 = b;
+            r.s1 = s;
+        }
+    }
+    if (r.b0 >= 0)
+        r.phi0 = orientation_angle(nx, ny, orientation_dir_x(ux, A, r.b0),
+                                   orientation_dir_y(uy, A, r.b0));
+    return r;
+}
+
+// Share of |g| given to b0 and b1 (the bin width is pi/A = 2pi/K):
+//   hard:     w0 = 1, w1 = 0;
+//   bilinear: w1 = angle(g, u_b0) / width, w0 = 1 - w1 (linear in angle; the
+//             angle from orientation_angle, VLFeat's acos being less accurate);
+//   relu:     w_j = max(0, s_j - cos(width)) / (1 - cos(width)), i.e. the
+//             paper's max(0, <g,u_j> - a|g|) scaled so that a gradient along
+//             u_j gives |g|. Only the two best directions can be > 0.
+INV_HD void orientation_weights(OrientationBinning mode, const OrientationBins& r, int A,
+                                float* w0, float* w1) {
+    const float width = kHogPi / float(A);
+    if (mode == OrientationBinning::bilinear) {
+        *w1 = r.phi0 / width;
+        *w0 = 1.0f - *w1;
+    } else if (mode == OrientationBinning::relu) {
+        const float a = cosf(width);
+        *w0 = imax(r.s0 - a, 0.0f) / (1.0f - a);
+        *w1 = r.b1 < 0 ? 0.0f : imax(r.s1 - a, 0.0f) / (1.0f - a);
+    } else {
+        *w0 = 1.0f;
+        *w1 = 0.0f;
+    }
+}
+
+// (dgx, dgy) from dL/dv_j, v_j = |g| w_j (the forward's bins b0, b1):
+//   hard:     dv0 * g/|g| (through the magnitude only: the bin is piecewise constant);
+//   bilinear: radial part (dv0 w0 + dv1 w1) g/|g| plus the angular part
+//             sigma (dv1 - dv0) / width along g rotated by +90 degrees, sigma = +1
+//             when b1 = b0 + 1 (mod K: g lies on the side of growing angles), else -1;
+//   relu:     sum_j [s_j > a] dv_j (u_j - a g/|g|) / (1 - a).
+// Zero at g = 0, where |g| has no derivative.
+INV_HD void orientation_binning_backward(OrientationBinning mode, float gx, float gy, int b0,
+                                         int b1, const float* ux, const float* uy, int A,
+                                         float dv0, float dv1, float* dgx, float* dgy) {
+    *dgx = 0.0f;
+    *dgy = 0.0f;
+    const float mag = sqrtf(gx * gx + gy * gy);
+    if (b0 < 0 || !(mag > 0.0f)) return;
+    const float nx = gx / imax(mag, 1e-10f);
+    const float ny = gy / imax(mag, 1e-10f);
+    const float width = kHogPi / float(A);
+    if (mode == OrientationBinning::bilinear) {
+        const float t =
+            orientation_angle(nx, ny, orientation_dir_x(ux, A, b0), orientation_dir_y(uy, A, b0)) /
+            width;
+        const float radial = dv0 * (1.0f - t) + dv1 * t;
+        const float sigma = b1 < 0 ? 0.0f : (b1 == (b0 + 1) % (2 * A) ? 1.0f : -1.0f);
+        const float angular = sigma * (dv1 - dv0) / width;
+        *dgx = nx * radial - ny * angular;
+        *dgy = ny * radial + nx * angular;
+    } else if (mode == OrientationBinning::relu) {
+        const float a = cosf(width);
+        const int bins[2] = {b0, b1};
+        const float dv[2] = {dv0, dv1};
+        for (int j = 0; j < 2; ++j) {
+            if (bins[j] < 0) continue;
+            const float bx = orientation_dir_x(ux, A, bins[j]);
+            const float by = orientation_dir_y(uy, A, bins[j]);
+            if (nx * bx + ny * by > a) {
+                *dgx += dv[j] * (bx - a * nx) / (1.0f - a);
+                *dgy += dv[j] * (by - a * ny) / (1.0f - a);
+            }
+        }
+    } else {
+        *dgx = dv0 * nx;
+        *dgy = dv0 * ny;
+    }
+}
+
+// ================================================= gradient + cell pooling
+// Spatial bilinear pooling (VLFeat): pixel x sits at h = (x + 0.5)/cell - 0.5 in
+// cell units; it gives 1 - frac to cell floor(h) and frac to the next cell
+// (cells outside the grid get nothing). Along one axis this is the triangular
+// kernel 1 - |t|/cell of the paper, centred on (c + 0.5)*cell - 0.5.
+INV_HD void hog_cell_coord(index_t x, index_t cell, index_t* bin, float* frac) {
+    const float hx = (float(x) + 0.5f) / float(cell) - 0.5f;
+    const float b = floorf(hx);
+    *bin = index_t(b);
+    *frac = hx - b;
+}
+
+// Everything hog_cells keeps about one pixel.
+struct HogPixel {
+    float gx, gy;     // gradient of the selected channel
+    float v0, v1;     // magnitude given to b0 and b1
+    index_t channel;  // selected channel, -1: none
+    index_t b0, b1;   // directed bins, -1: none
+};
+
+// Pixel (y, x) of image xn [C, H, W]. Gradients exist on interior pixels
+// only: [-1 0 1] central differences without the 1/2, the channel with the
+// largest squared magnitude wins (strict >: the first channel on ties, none
+// when all are 0).
+INV_HD HogPixel hog_pixel_at(const HogCellsParams& p, const float* xn, index_t y, index_t x) {
+    HogPixel r{0.0f, 0.0f, 0.0f, 0.0f, -1, -1, -1};
+    if (y < 1 || x < 1 || y > p.H - 2 || x > p.W - 2) return r;
+    float best = 0.0f;
+    for (index_t c = 0; c < p.C; ++c) {
+        const float* q = xn + (c * p.H + y) * p.W + x;
+        const float gx = q[1] - q[-1];
+        const float gy = q[p.W] - q[-p.W];
+        const float g2 = gx * gx + gy * gy;
+        if (g2 > best) {
+            best = g2;
+            r.gx = gx;
+            r.gy = gy;
+            r.channel = c;
+        }
+    }
+    if (r.channel < 0) return r;
+    const float mag = sqrtf(best);
+    const OrientationBins bins = orientation_best_two(r.gx, r.gy, mag, p.ux, p.uy, int(p.O));
+    float w0, w1;
+    orientation_weights(p.binning, bins, int(p.O), &w0, &w1);
+    r.b0 = bins.b0;
+    r.b1 = p.binning == OrientationBinning::hard ? -1 : bins.b1;
+    r.v0 = mag * w0;
+    r.v1 = r.b1 < 0 ? 0.0f : mag * w1;
+    return r;
+}
+
+// The 2*O histogram values of cell (cy, cx) of one image, written to
+// out[k * stride]: for each bin, the sum over the pixels around the cell (pixel
+// records pixn [4, H, W], assignments asgn [3, H, W]) of v * wx * wy, in
+// row-major pixel order (VLFeat's accumulation order). One pass over the
+// pixels fills all the bins.
+INV_HD void hog_cell_hist_at(const HogCellsParams& p, const float* pixn, const index_t* asgn,
+                             index_t cy, index_t cx, float* out, index_t stride) {
+    const index_t plane = p.H * p.W;
+    float acc[2 * kHogMaxOrientations];
+    for (index_t k = 0; k < p.K(); ++k) acc[k] = 0.0f;
+    const index_t y0 = imax(cy * p.cell - p.cell, index_t(1));
+    const index_t y1 = imin(cy * p.cell + 2 * p.cell, p.H - 1);
+    const index_t x0 = imax(cx * p.cell - p.cell, index_t(1));
+    const index_t x1 = imin(cx * p.cell + 2 * p.cell, p.W - 1);
+    for (index_t y = y0; y < y1; ++y) {
+        index_t by;
+        float fy;
+        hog_cell_coord(y, p.cell, &by, &fy);
+        if (by != cy && by + 1 != cy) continue;
+        const float wy = by == cy ? 1.0f - fy : fy;
+        for (index_t x = x0; x < x1; ++x) {
+            index_t bx;
+            float fx;
+            hog_cell_coord(x, p.cell, &bx, &fx);
+            if (bx != cx && bx + 1 != cx) continue;
+            const float wx = bx == cx ? 1.0f - fx : fx;
+            const index_t i = y * p.W + x;
+            const index_t b0 = asgn[plane + i], b1 = asgn[2 * plane + i];
+            if (b0 >= 0) acc[b0] += pixn[2 * plane + i] * wx * wy;
+            if (b1 >= 0) acc[b1] += pixn[3 * plane + i] * wx * wy;
+        }
+    }
+    for (index_t k = 0; k < p.K(); ++k) out[k * stride] = acc[k];
+}
+
+// dL/d(gx, gy) of pixel (y, x): gather dhist (dhn [2*O, h, w]) from the pixel's
+// cells into dL/dv0, dL/dv1, then through the binning.
+INV_HD void hog_pixel_backward_at(const HogCellsParams& p, const float* pixn, const index_t* asgn,
+                                  const float* dhn, index_t y, index_t x, float* dgx,
+                                  float* dgy) {
+    const index_t plane = p.H * p.W, cells = p.h * p.w;
+    const index_t i = y * p.W + x;
+    const index_t b0 = asgn[plane + i], b1 = asgn[2 * plane + i];
+    *dgx = 0.0f;
+    *dgy = 0.0f;
+    if (b0 < 0) return;
+    index_t by, bx;
+    float fy, fx;
+    hog_cell_coord(y, p.cell, &by, &fy);
+    hog_cell_coord(x, p.cell, &bx, &fx);
+    float dv0 = 0.0f, dv1 = 0.0f;
+    for (index_t cy = by; cy <= by + 1; ++cy) {
+        if (cy < 0 || cy >= p.h) continue;
+        const float wy = cy == by ? 1.0f - fy : fy;
+        for (index_t cx = bx; cx <= bx + 1; ++cx) {
+            if (cx < 0 || cx >= p.w) continue;
+            const float wxy = (cx == bx ? 1.0f - fx : fx) * wy;
+            const index_t cell = cy * p.w + cx;
+            dv0 += wxy * dhn[b0 * cells + cell];
+            if (b1 >= 0) dv1 += wxy * dhn[b1 * cells + cell];
+        }
+    }
+    orientation_binning_backward(p.binning, pixn[i], pixn[plane + i], int(b0), int(b1), p.ux,
+                                 p.uy, int(p.O), dv0, dv1, dgx, dgy);
+}
+
+// dx[c, y, x] of one image from dL/dg (dgn [2, H, W]) and the selected
+// channels (chan [H, W]): pixel (y, x) is the +1 neighbour of the central
+// differences at (y, x-1) and (y-1, x) and the -1 neighbour of those at
+// (y, x+1) and (y+1, x), where that pixel selected channel c.
+INV_HD float hog_input_backward_at(const HogCellsParams& p, const index_t* chan, const float* dgn,
+                                   index_t c, index_t y, index_t x) {
+    const index_t plane = p.H * p.W;
+    const index_t i = y * p.W + x;
+    float acc = 0.0f;
+    if (x >= 1 && chan[i - 1] == c) acc += dgn[i - 1];
+    if (x + 1 < p.W && chan[i + 1] == c) acc -= dgn[i + 1];
+    if (y >= 1 && chan[i - p.W] == c) acc += dgn[plane + i - p.W];
+    if (y + 1 < p.H && chan[i + p.W] == c) acc -= dgn[plane + i + p.W];
+    return acc;
+}
+
+// ================================================== block normalisation
+INV_HD float hog_clamp(float v) { return v > kHogClamp ? kHogClamp : v; }  // passes v <= 0.2
+INV_HD bool hog_clamp_passes(float v) { return !(v > kHogClamp); }
+
+// Undirected energy of cell (cy, cx): sum_k (h_k + h_{k+O})^2 (hn [2*O, h, w]).
+INV_HD float hog_cell_energy(const HogNormParams& p, const float* hn, index_t cy, index_t cx) {
+    const index_t cells = p.h * p.w, c = cy * p.w + cx;
+    float e = 0.0f;
+    for (index_t k = 0; k < p.O; ++k) {
+        const float u = hn[k * cells + c] + hn[(k + p.O) * cells + c];
+        e += u * u;
+    }
+    return e;
+}
+
+// Factor of block (by, bx), by in [0, h], bx in [0, w]: the cells of rows
+// by-1, by and columns bx-1, bx, clamped to the grid (edge cells count twice,
+// as VLFeat replicates them).
+INV_HD float hog_block_factor_at(const HogNormParams& p, const float* hn, index_t by, index_t bx) {
+    const index_t r0 = imax(by - 1, index_t(0)), r1 = imin(by, p.h - 1);
+    const index_t c0 = imax(bx - 1, index_t(0)), c1 = imin(bx, p.w - 1);
+    const float s = hog_cell_energy(p, hn, r0, c0) + hog_cell_energy(p, hn, r0, c1) +
+                    hog_cell_energy(p, hn, r1, c0) + hog_cell_energy(p, hn, r1, c1);
+    return 1.0f / sqrtf(s + kHogNormEps);
+}
+
+// VLFeat's factors 1-4 of cell (cy, cx): the blocks up-left, up-right,
+// down-left, down-right of it (bn [h+1, w+1]).
+INV_HD void hog_cell_factors(const HogNormParams& p, const float* bn, index_t cy, index_t cx,
+                             float f[4]) {
+    const index_t bw = p.w + 1;
+    f[0] = bn[cy * bw + cx];
+    f[1] = bn[cy * bw + cx + 1];
+    f[2] = bn[(cy + 1) * bw + cx];
+    f[3] = bn[(cy + 1) * bw + cx + 1];
+}
+
+// Output dim d of cell (cy, cx). UoCTTI: d < 2*O directed 0.5 sum_i min(0.2, f_i h_d);
+// then O undirected, the same on u_k = h_k + h_{k+O}; then (texture) 4 dims
+// sum_k min(0.2, f_i u_k) / sqrt(18). Dalal-Triggs: d = i*O + k, min(0.2, f_i u_k).
+INV_HD float hog_norm_output_at(const HogNormParams& p, const float* hn, const float* bn,
+                                index_t d, index_t cy, index_t cx) {
+    const index_t cells = p.h * p.w, c = cy * p.w + cx, O = p.O;
+    float f[4];
+    hog_cell_factors(p, bn, cy, cx, f);
+    if (p.variant == HogVariant::dalaltriggs) {
+        const index_t i = d / O, k = d % O;
+        return hog_clamp(f[i] * (hn[k * cells + c] + hn[(k + O) * cells + c]));
+    }
+    if (d < 3 * O) {
+        const float v = d < 2 * O ? hn[d * cells + c]
+                                  : hn[(d - 2 * O) * cells + c] + hn[(d - O) * cells + c];
+        return 0.5f * (hog_clamp(f[0] * v) + hog_clamp(f[1] * v) + hog_clamp(f[2] * v) +
+                       hog_clamp(f[3] * v));
+    }
+    const float fi = f[d - 3 * O];
+    float t = 0.0f;
+    for (index_t k = 0; k < O; ++k) t += hog_clamp(fi * (hn[k * cells + c] + hn[(k + O) * cells + c]));
+    return kHogTextureScale * t;
+}
+
+// dL/df_i of cell (cy, cx) (dyn [D, h, w]): the outputs' dependence on the
+// cell's i-th factor, through the unclamped entries only.
+INV_HD float hog_norm_dfactor_at(const HogNormParams& p, const float* hn, const float* bn,
+                                 const float* dyn, index_t i, index_t cy, index_t cx) {
+    const index_t cells = p.h * p.w, c = cy * p.w + cx, O = p.O;
+    float f[4];
+    hog_cell_factors(p, bn, cy, cx, f);
+    const float fi = f[i];
+    float g = 0.0f;
+    if (p.variant == HogVariant::dalaltriggs) {
+        for (index_t k = 0; k < O; ++k) {
+            const float u = hn[k * cells + c] + hn[(k + O) * cells + c];
+            if (hog_clamp_passes(fi * u)) g += u * dyn[(i * O + k) * cells + c];
+        }
+        return g;
+    }
+    for (index_t k = 0; k < 2 * O; ++k) {
+        const float v = hn[k * cells + c];
+        if (hog_clamp_passes(fi * v)) g += 0.5f * dyn[k * cells + c] * v;
+    }
+    const float tex = p.texture ? kHogTextureScale * dyn[(3 * O + i) * cells + c] : 0.0f;
+    for (index_t k = 0; k < O; ++k) {
+        const float u = hn[k * cells + c] + hn[(k + O) * cells + c];
+        if (hog_clamp_passes(fi * u)) g += u * (0.5f * dyn[(2 * O + k) * cells + c] + tex);
+    }
+    return g;
+}
+
+// dhist[k, cy, cx]: the direct path (factors held fixed) plus the path
+// through the energies of the blocks that contain the cell, with gn [4, h, w]
+// = hog_norm_dfactor_at of every cell. df/dS = -f^3 / 2, dS/dh_k = 2 u_k
+// times the number of times the block counts the cell (2 or 4 on the border).
+INV_HD float hog_norm_backward_at(const HogNormParams& p, const float* hn, const float* bn,
+                                  const float* dyn, const float* gn, index_t k, index_t cy,
+                                  index_t cx) {
+    const index_t cells = p.h * p.w, c = cy * p.w + cx, O = p.O, bw = p.w + 1;
+    const index_t kk = k % O;
+    const float hk = hn[k * cells + c];
+    const float u = hn[kk * cells + c] + hn[(kk + O) * cells + c];
+    float f[4];
+    hog_cell_factors(p, bn, cy, cx, f);
+    float acc = 0.0f;
+    for (int i = 0; i < 4; ++i) {
+        if (p.variant == HogVariant::dalaltriggs) {
+            if (hog_clamp_passes(f[i] * u)) acc += f[i] * dyn[(i * O + kk) * cells + c];
+            continue;
+        }
+        if (hog_clamp_passes(f[i] * hk)) acc += 0.5f * f[i] * dyn[k * cells + c];
+        if (hog_clamp_passes(f[i] * u)) {
+            const float tex = p.texture ? kHogTextureScale * dyn[(3 * O + i) * cells + c] : 0.0f;
+            acc += f[i] * (0.5f * dyn[(2 * O + kk) * cells + c] + tex);
+        }
+    }
+    float dS = 0.0f;  // dL/d(energy of this cell), summed over its blocks
+    for (index_t by = cy; by <= cy + 1; ++by) {
+        const int my = int(imax(by - 1, index_t(0)) == cy) + int(imin(by, p.h - 1) == cy);
+        for (index_t bx = cx; bx <= cx + 1; ++bx) {
+            const int mx = int(imax(bx - 1, index_t(0)) == cx) + int(imin(bx, p.w - 1) == cx);
+            // the cells that use block (by, bx), as their factor 1, 2, 3, 4
+            float G = 0.0f;
+            if (by < p.h && bx < p.w) G += gn[0 * cells + by * p.w + bx];
+            if (by < p.h && bx >= 1) G += gn[1 * cells + by * p.w + bx - 1];
+            if (by >= 1 && bx < p.w) G += gn[2 * cells + (by - 1) * p.w + bx];
+            if (by >= 1 && bx >= 1) G += gn[3 * cells + (by - 1) * p.w + bx - 1];
+            const float fb = bn[by * bw + bx];
+            dS += float(my * mx) * (-0.5f * fb * fb * fb) * G;
+        }
+    }
+    return acc + 2.0f * u * dS;
+}
+
+}  // namespace invert_native

@@ -1,0 +1,6 @@
+"""Representations Phi that can be inverted: layer chains with forward(x) and backward(dy)."""
+
+from .dsift import DSIFT, dsift
+from .hog import HOG, hog
+
+__all__ = ["DSIFT", "dsift", "HOG", "hog"]
