@@ -20,13 +20,16 @@ import numpy as np
 
 from . import _backend, ops
 
-__all__ = ["invert", "objective", "InversionResult", "InversionDiverged", "paper_lambdas", "paper_sigma",
+__all__ = ["invert", "objective", "InversionResult", "InversionDiverged", "paper_lambdas",
+           "code_lambda_alpha", "paper_sigma",
            "reconstruction_error", "mean_pairwise_distance", "CNN_SCHEDULE", "SHALLOW_SCHEDULE"]
 
 # Learning-rate schedules of the authors' code: (rate, iterations) segments; the
 # momentum is reset to zero whenever the rate changes.
 CNN_SCHEDULE = ((0.004, 100), (0.0004, 200), (0.00004, 100))
 SHALLOW_SCHEDULE = ((0.004, 200), (0.0004, 200), (0.00004, 200), (0.000004, 200))
+# lambda_V of the authors' Table 1 runs (lambdaTV = 1 in their code, which halves it).
+SHALLOW_LAMBDA_TV = 0.5
 
 # Average Euclidean norm of a mean-subtracted natural image, per value (the
 # authors' 27098.1157 for 227x227x3 images, divided by sqrt(227*227*3)).
@@ -65,6 +68,17 @@ class InversionResult:
 def paper_sigma(image_shape: Sequence[int]) -> float:
     """sigma = 68.92 * sqrt(H*W*C): the norm of a typical mean-subtracted image of that size."""
     return SIGMA_PER_VALUE * math.sqrt(float(np.prod(image_shape)))
+
+
+def code_lambda_alpha(sigma: float) -> float:
+    """lambda_alpha (alpha = 6) of the authors' code at image scale sigma.
+
+    Their code puts lambda_L / 2 * sum x^6 / sigma^2 on the unscaled image x with
+    lambda_L = 8e-10; in the scaled variable that is (lambda_L / 2) * sigma^4 * sum x^6.
+    At sigma = 27098 (227x227x3) this is the paper's 2.16e8; it shrinks with smaller images,
+    which keeps the descent stable there (a fixed 2.16e8 diverges on small images).
+    """
+    return 4e-10 * float(sigma) ** 4
 
 
 def paper_lambdas(sigma: float, height: int, width: int, alpha: float = 6.0, beta: float = 2.0,
@@ -109,7 +123,8 @@ def invert(representation, target, *, image_shape, sigma=None, alpha=6.0, beta=2
         representation: object with ``forward(x)`` / ``backward(dy)`` on (N, C, H, W) float32
             batches (e.g. :class:`invert_native.HOG`, a CaffeNet layer, an ``nn.Sequential``).
             Optional attributes it may carry: ``paper_schedule`` (the default learning-rate
-            schedule), ``paper_lambdas`` ((lambda_alpha, lambda_tv) used when not given),
+            schedule), ``paper_lambdas`` ((lambda_alpha, lambda_tv) used when not given, or a
+            function of sigma returning them),
             ``deprocess(x)`` ((N, C, H, W) pixel values -> (N, H, W, C) images, e.g. adding a
             mean back).
         target: Phi0, with or without its batch dimension of 1, NumPy or CuPy (the device of
@@ -157,6 +172,8 @@ def invert(representation, target, *, image_shape, sigma=None, alpha=6.0, beta=2
     sigma = paper_sigma((H, W, C)) if sigma is None else float(sigma)
     if lambda_alpha is None or lambda_tv is None:
         given = getattr(representation, "paper_lambdas", None)
+        if callable(given):
+            given = given(sigma)
         la, lt = given if given is not None else paper_lambdas(sigma, H, W, alpha, beta, B, a)
         lambda_alpha = la if lambda_alpha is None else lambda_alpha
         lambda_tv = lt if lambda_tv is None else lambda_tv
@@ -209,21 +226,31 @@ def _descend(obj, x, velocity, hist, segments, momentum, callback, callback_ever
     for rate, count in segments:
         velocity[...] = 0.0  # the authors reset the momentum at each rate change
         for _ in range(count):
-            terms, grad = obj.evaluate(x)
+            try:
+                terms, grad = obj.evaluate(x)
+            except ValueError:
+                # a representation that checks its input refuses a diverged image
+                if not bool(xp.isfinite(x).all()):
+                    raise InversionDiverged(
+                        f"the image became NaN/Inf by iteration {it} (learning rate {rate:g}); "
+                        "rerun with a smaller learning_rate or lambda_alpha") from None
+                raise
             for k in range(4):
                 hist[k, it] = terms[k]
             velocity *= xp.float32(momentum)
             velocity -= xp.float32(rate) * grad
             x += velocity
             it += 1
-            if it % callback_every == 0 or it == total:
+            # on the host the check is free; on a GPU it costs a transfer, so every k
+            if xp is np or it % callback_every == 0 or it == total:
                 e = hist[0, it - 1]
                 e_host = e.get() if xp is not np else e
                 if not np.isfinite(e_host).all():
                     raise InversionDiverged(
                         f"the objective became {e_host[~np.isfinite(e_host)][0]} by iteration "
-                        f"{it} (learning rate {rate:g}); rerun with a smaller learning_rate")
-                if callback is not None:
+                        f"{it} (learning rate {rate:g}); rerun with a smaller learning_rate "
+                        "or lambda_alpha")
+                if callback is not None and (it % callback_every == 0 or it == total):
                     callback(it, np.array(e_host))
 
 

@@ -65,6 +65,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backend, ops
+from ..invert import SHALLOW_LAMBDA_TV, SHALLOW_SCHEDULE, code_lambda_alpha
 from ..nn import Layer, Sequential
 from ..ops.dsift import DsiftConfig, dsift_geometry
 
@@ -183,6 +184,16 @@ class DSIFT(Sequential):
             ("sample", DsiftSample(config)),
             ("normalize", DsiftNormalize(config)),
         ])
+
+    # What invert() uses when not told otherwise: the authors' Table 1 settings, i.e.
+    # lambda_alpha of their code at this image scale (2.16e8 at 227x227x3, see
+    # code_lambda_alpha), lambda_V = SHALLOW_LAMBDA_TV, beta = 2, and the schedule
+    # 0.004 x [1, 0.1, 0.01, 0.001] for 200 iterations each.
+    paper_schedule = SHALLOW_SCHEDULE
+
+    @staticmethod
+    def paper_lambdas(sigma):
+        return code_lambda_alpha(sigma), SHALLOW_LAMBDA_TV
 
     @classmethod
     def table1(cls, **kwargs) -> "DSIFT":

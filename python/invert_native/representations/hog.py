@@ -77,6 +77,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backend, ops
+from ..invert import SHALLOW_LAMBDA_TV, SHALLOW_SCHEDULE, code_lambda_alpha
 from ..nn import Layer, Sequential
 
 __all__ = ["HOG", "hog"]
@@ -191,6 +192,16 @@ class HOG(Sequential):
             if x.dtype == np.float32:  # other dtypes: ops raises TypeError
                 _backend.check_finite(x, "HOG: x")
         return super()._run(x, stop)
+
+    # What invert() uses when not told otherwise: the authors' Table 1 settings, i.e.
+    # lambda_alpha of their code at this image scale (2.16e8 at 227x227x3, see
+    # code_lambda_alpha), lambda_V = SHALLOW_LAMBDA_TV, beta = 2, and the schedule
+    # 0.004 x [1, 0.1, 0.01, 0.001] for 200 iterations each.
+    paper_schedule = SHALLOW_SCHEDULE
+
+    @staticmethod
+    def paper_lambdas(sigma):
+        return code_lambda_alpha(sigma), SHALLOW_LAMBDA_TV
 
     def __repr__(self):
         return (f"HOG(cell_size={self.cell_size}, orientations={self.orientations}, "
