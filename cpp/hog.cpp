@@ -17,19 +17,8 @@ void hog_cells_forward(const HogCellsParams& p, const float* x, float* hist, flo
     for (index_t n = 0; n < p.N; ++n)
         for (index_t y = 0; y < p.H; ++y) {
             const float* xn = x + n * p.C * plane;
-            float* pixn = pix + n * 4 * plane;
-            index_t* asgn = assign + n * 3 * plane;
-            for (index_t xx = 0; xx < p.W; ++xx) {
-                const HogPixel r = hog_pixel_at(p, xn, y, xx);
-                const index_t i = y * p.W + xx;
-                pixn[i] = r.gx;
-                pixn[plane + i] = r.gy;
-                pixn[2 * plane + i] = r.v0;
-                pixn[3 * plane + i] = r.v1;
-                asgn[i] = r.channel;
-                asgn[plane + i] = r.b0;
-                asgn[2 * plane + i] = r.b1;
-            }
+            for (index_t xx = 0; xx < p.W; ++xx)
+                hog_store_pixel(hog_pixel_at(p, xn, y, xx), plane, n, y * p.W + xx, pix, assign);
         }
     // pass 2: every cell gathers its pixels (no write conflicts)
 #pragma omp parallel for collapse(3) schedule(static)

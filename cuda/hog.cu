@@ -32,16 +32,8 @@ __global__ void hog_pixel_kernel(const HogCellsParams p,
     const index_t plane = p.H * p.W;
     INV_GRID_STRIDE(e, p.N * plane) {
         const index_t n = e / plane, i = e % plane;
-        const HogPixel r = hog_pixel_at(p, x + n * p.C * plane, i / p.W, i % p.W);
-        float* pixn = pix + n * 4 * plane;
-        index_t* asgn = assign + n * 3 * plane;
-        pixn[i] = r.gx;
-        pixn[plane + i] = r.gy;
-        pixn[2 * plane + i] = r.v0;
-        pixn[3 * plane + i] = r.v1;
-        asgn[i] = r.channel;
-        asgn[plane + i] = r.b0;
-        asgn[2 * plane + i] = r.b1;
+        hog_store_pixel(hog_pixel_at(p, x + n * p.C * plane, i / p.W, i % p.W), plane, n, i, pix,
+                        assign);
     }
 }
 

@@ -6,6 +6,7 @@
 // make_dsift_params (std::invalid_argument -> ValueError) and checks every
 // array against it, so a direct call with bad arrays raises instead of crashing.
 #include "bind_util.h"
+#include "bind_dsift_args.h"
 #include "invert_native/dsift.h"
 
 namespace py = pybind11;
@@ -14,15 +15,6 @@ using namespace invert_native::bind;
 
 namespace {
 
-// The argument list shared by every binding after the arrays.
-#define DSIFT_HYPER_ARGS                                                                     \
-    index_t N, index_t H, index_t W, index_t K, index_t nbin, index_t bin_size, index_t sx,  \
-        index_t sy, index_t xmin, index_t ymin, index_t xmax, index_t ymax, double window,    \
-        bool exact_atan2, bool second_l2, double clamp
-#define DSIFT_HYPER_PASS \
-    N, H, W, K, nbin, bin_size, sx, sy, xmin, ymin, xmax, ymax, window, exact_atan2, second_l2, clamp
-
-DsiftParams params(DSIFT_HYPER_ARGS) { return make_dsift_params(DSIFT_HYPER_PASS); }
 
 Shape image_shape(const DsiftParams& p) { return {p.N, 1, p.H, p.W}; }
 Shape maps_shape(const DsiftParams& p) { return {p.N, p.K, p.H, p.W}; }
@@ -36,13 +28,13 @@ namespace invert_native::bind {
 void bind_dsift_cpu(py::module_& m) {
     m.def("dsift_params",
           [](DSIFT_HYPER_ARGS) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               return py::make_tuple(p.ny, p.nx, p.x0, p.y0);
           },
           "Validate the DSIFT geometry; return (ny, nx, x0, y0) of the frame grid (internal).");
     m.def("dsift_window_means",
           [](DSIFT_HYPER_ARGS) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               py::list out;
               for (index_t i = 0; i < p.nbin; ++i) out.append(p.window_mean[i]);
               return out;
@@ -51,7 +43,7 @@ void bind_dsift_cpu(py::module_& m) {
 
     m.def("dsift_gradient_forward",
           [](py::array x, py::array h, DSIFT_HYPER_ARGS) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               check(x, "x", 4, image_shape(p));
               check(h, "h", 4, maps_shape(p), true);
               py::gil_scoped_release nogil;
@@ -60,7 +52,7 @@ void bind_dsift_cpu(py::module_& m) {
           "Gradient + bilinear orientation binning (internal).");
     m.def("dsift_gradient_backward",
           [](py::array x, py::array dh, py::array dx, DSIFT_HYPER_ARGS) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               check(x, "x", 4, image_shape(p));
               check(dh, "dh", 4, maps_shape(p));
               check(dx, "dx", 4, image_shape(p), true);
@@ -71,7 +63,7 @@ void bind_dsift_cpu(py::module_& m) {
 
     m.def("dsift_triangle_forward",
           [](py::array x, py::array y, index_t axis, DSIFT_HYPER_ARGS) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               const DsiftAxis a = make_dsift_axis(axis);
               check(x, "x", 4, maps_shape(p));
               check(y, "y", 4, maps_shape(p), true);
@@ -81,7 +73,7 @@ void bind_dsift_cpu(py::module_& m) {
           "Triangular filter along one axis, edge replicated (internal).");
     m.def("dsift_triangle_backward",
           [](py::array dy, py::array dx, index_t axis, DSIFT_HYPER_ARGS) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               const DsiftAxis a = make_dsift_axis(axis);
               check(dy, "dy", 4, maps_shape(p));
               check(dx, "dx", 4, maps_shape(p), true);
@@ -92,7 +84,7 @@ void bind_dsift_cpu(py::module_& m) {
 
     m.def("dsift_sample_forward",
           [](py::array s, py::array d, DSIFT_HYPER_ARGS) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               check(s, "s", 4, maps_shape(p));
               check(d, "d", 4, descr_shape(p), true);
               py::gil_scoped_release nogil;
@@ -101,7 +93,7 @@ void bind_dsift_cpu(py::module_& m) {
           "Descriptor assembly from the binned maps (internal).");
     m.def("dsift_sample_backward",
           [](py::array dd, py::array ds, DSIFT_HYPER_ARGS) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               check(dd, "dd", 4, descr_shape(p));
               check(ds, "ds", 4, maps_shape(p), true);
               py::gil_scoped_release nogil;
@@ -111,7 +103,7 @@ void bind_dsift_cpu(py::module_& m) {
 
     m.def("dsift_normalize_forward",
           [](py::array d, py::array y, py::array norms, DSIFT_HYPER_ARGS) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               check(d, "d", 4, descr_shape(p));
               check(y, "y", 4, descr_shape(p), true);
               check(norms, "norms", 4, norms_shape(p), true);
@@ -121,7 +113,7 @@ void bind_dsift_cpu(py::module_& m) {
           "Descriptor normalisation L2, clamp, L2 (internal).");
     m.def("dsift_normalize_backward",
           [](py::array d, py::array norms, py::array dy, py::array dd, DSIFT_HYPER_ARGS) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               check(d, "d", 4, descr_shape(p));
               check(norms, "norms", 4, norms_shape(p));
               check(dy, "dy", 4, descr_shape(p));

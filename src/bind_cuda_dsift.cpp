@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bind_cuda_util.h"
+#include "bind_dsift_args.h"
 #include "invert_native/dsift.h"
 
 namespace py = pybind11;
@@ -16,22 +17,13 @@ namespace invert_native::bind {
 
 namespace {
 
-// The argument list shared by every binding after the pointers.
-#define DSIFT_HYPER_ARGS                                                                     \
-    index_t N, index_t H, index_t W, index_t K, index_t nbin, index_t bin_size, index_t sx,  \
-        index_t sy, index_t xmin, index_t ymin, index_t xmax, index_t ymax, double window,    \
-        bool exact_atan2, bool second_l2, double clamp
-#define DSIFT_HYPER_PASS \
-    N, H, W, K, nbin, bin_size, sx, sy, xmin, ymin, xmax, ymax, window, exact_atan2, second_l2, clamp
-
-DsiftParams params(DSIFT_HYPER_ARGS) { return make_dsift_params(DSIFT_HYPER_PASS); }
 
 }  // namespace
 
 void bind_dsift_cuda(py::module_& m) {
     m.def("dsift_gradient_forward",
           [](ptr_t x, ptr_t h, DSIFT_HYPER_ARGS, ptr_t stream) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               const float* xp = as_ptr<const float>(x, "x");
               float* hp = as_ptr<float>(h, "h");
               py::gil_scoped_release nogil;
@@ -40,7 +32,7 @@ void bind_dsift_cuda(py::module_& m) {
           "Internal: gradient + bilinear orientation binning on a CUDA stream.");
     m.def("dsift_gradient_backward",
           [](ptr_t x, ptr_t dh, ptr_t dx, DSIFT_HYPER_ARGS, ptr_t stream) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               const float* xp = as_ptr<const float>(x, "x");
               const float* dhp = as_ptr<const float>(dh, "dh");
               float* dxp = as_ptr<float>(dx, "dx");
@@ -50,7 +42,7 @@ void bind_dsift_cuda(py::module_& m) {
           "Internal: gradient of dsift_gradient_forward (overwrites dx).");
     m.def("dsift_triangle_forward",
           [](ptr_t x, ptr_t y, index_t axis, DSIFT_HYPER_ARGS, ptr_t stream) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               const DsiftAxis a = make_dsift_axis(axis);
               const float* xp = as_ptr<const float>(x, "x");
               float* yp = as_ptr<float>(y, "y");
@@ -60,7 +52,7 @@ void bind_dsift_cuda(py::module_& m) {
           "Internal: triangular filter along one axis.");
     m.def("dsift_triangle_backward",
           [](ptr_t dy, ptr_t dx, index_t axis, DSIFT_HYPER_ARGS, ptr_t stream) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               const DsiftAxis a = make_dsift_axis(axis);
               const float* dyp = as_ptr<const float>(dy, "dy");
               float* dxp = as_ptr<float>(dx, "dx");
@@ -70,7 +62,7 @@ void bind_dsift_cuda(py::module_& m) {
           "Internal: transpose of the triangular filter (overwrites dx).");
     m.def("dsift_sample_forward",
           [](ptr_t s, ptr_t d, DSIFT_HYPER_ARGS, ptr_t stream) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               const float* sp = as_ptr<const float>(s, "s");
               float* dp = as_ptr<float>(d, "d");
               py::gil_scoped_release nogil;
@@ -79,7 +71,7 @@ void bind_dsift_cuda(py::module_& m) {
           "Internal: descriptor assembly.");
     m.def("dsift_sample_backward",
           [](ptr_t dd, ptr_t ds, DSIFT_HYPER_ARGS, ptr_t stream) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               const float* ddp = as_ptr<const float>(dd, "dd");
               float* dsp = as_ptr<float>(ds, "ds");
               py::gil_scoped_release nogil;
@@ -88,7 +80,7 @@ void bind_dsift_cuda(py::module_& m) {
           "Internal: gradient of descriptor assembly (overwrites ds).");
     m.def("dsift_normalize_forward",
           [](ptr_t d, ptr_t y, ptr_t norms, DSIFT_HYPER_ARGS, ptr_t stream) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               const float* dp = as_ptr<const float>(d, "d");
               float* yp = as_ptr<float>(y, "y");
               float* np_ = as_ptr<float>(norms, "norms");
@@ -98,7 +90,7 @@ void bind_dsift_cuda(py::module_& m) {
           "Internal: descriptor normalisation.");
     m.def("dsift_normalize_backward",
           [](ptr_t d, ptr_t norms, ptr_t dy, ptr_t dd, DSIFT_HYPER_ARGS, ptr_t stream) {
-              const auto p = params(DSIFT_HYPER_PASS);
+              const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               const float* dp = as_ptr<const float>(d, "d");
               const float* np_ = as_ptr<const float>(norms, "norms");
               const float* dyp = as_ptr<const float>(dy, "dy");

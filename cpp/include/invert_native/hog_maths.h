@@ -191,6 +191,21 @@ INV_HD HogPixel hog_pixel_at(const HogCellsParams& p, const float* xn, index_t y
     return r;
 }
 
+// Stores pixel i of image n as forward keeps it for backward:
+// pix [N, 4, H*W] (gx, gy, v0, v1) and assign [N, 3, H*W] (channel, b0, b1).
+INV_HD void hog_store_pixel(const HogPixel& r, index_t plane, index_t n, index_t i, float* pix,
+                            index_t* assign) {
+    float* pixn = pix + n * 4 * plane;
+    index_t* asgn = assign + n * 3 * plane;
+    pixn[i] = r.gx;
+    pixn[plane + i] = r.gy;
+    pixn[2 * plane + i] = r.v0;
+    pixn[3 * plane + i] = r.v1;
+    asgn[i] = r.channel;
+    asgn[plane + i] = r.b0;
+    asgn[2 * plane + i] = r.b1;
+}
+
 // The 2*O histogram values of cell (cy, cx) of one image, written to
 // out[k * stride]: for each bin, the sum over the pixels around the cell (pixel
 // records pixn [4, H, W], assignments asgn [3, H, W]) of v * wx * wy, in

@@ -38,6 +38,13 @@ inline index_t checked_mul(index_t a, index_t b, const char* what) {
 inline void require_positive(index_t v, const char* op, const char* name) {
     require(v > 0, std::string(op) + ": " + name + " must be positive, got " + str(v));
 }
+// The batch, channels, height and width of an NCHW input x, all positive.
+inline void require_nchw(const char* op, index_t N, index_t C, index_t H, index_t W) {
+    require_positive(N, op, "batch size N of x");
+    require_positive(C, op, "channels C of x");
+    require_positive(H, op, "height of x");
+    require_positive(W, op, "width of x");
+}
 inline void require_nonneg(index_t v, const char* op, const char* name) {
     require(v >= 0, std::string(op) + ": " + name + " must be non-negative, got " + str(v));
 }
@@ -64,10 +71,7 @@ inline Conv2dParams make_conv2d_params(index_t N, index_t C, index_t H, index_t 
                                        index_t pad_w, index_t groups) {
     using namespace detail;
     const char* op = "conv2d";
-    require_positive(N, op, "batch size N of x");
-    require_positive(C, op, "channels C of x");
-    require_positive(H, op, "height of x");
-    require_positive(W, op, "width of x");
+    require_nchw(op, N, C, H, W);
     require_positive(K, op, "output channels (weight.shape[0])");
     require_positive(kh, op, "kernel height (weight.shape[2])");
     require_positive(kw, op, "kernel width (weight.shape[3])");
@@ -121,10 +125,7 @@ inline Pool2dParams make_pool2d_params(index_t N, index_t C, index_t H, index_t 
                                        index_t pad_h, index_t pad_w) {
     using namespace detail;
     const char* op = "max_pool2d";
-    require_positive(N, op, "batch size N of x");
-    require_positive(C, op, "channels C of x");
-    require_positive(H, op, "height of x");
-    require_positive(W, op, "width of x");
+    require_nchw(op, N, C, H, W);
     require_positive(kh, op, "kernel_size");
     require_positive(kw, op, "kernel_size");
     require_positive(stride_h, op, "stride");
@@ -153,10 +154,7 @@ inline LrnParams make_lrn_params(index_t N, index_t C, index_t H, index_t W, ind
                                  double alpha, double beta, double k) {
     using namespace detail;
     const char* op = "lrn";
-    require_positive(N, op, "batch size N of x");
-    require_positive(C, op, "channels C of x");
-    require_positive(H, op, "height of x");
-    require_positive(W, op, "width of x");
+    require_nchw(op, N, C, H, W);
     require_positive(size, op, "size");
     require(size % 2 == 1, "lrn: size must be odd (a window centred on each channel, as in Caffe), got " + str(size));
     require(std::isfinite(alpha) && std::isfinite(beta) && std::isfinite(k),

@@ -23,10 +23,7 @@ inline TvParams make_tv_params(index_t N, index_t C, index_t H, index_t W, doubl
                                double floor) {
     using namespace detail;
     const char* op = "tv";
-    require_positive(N, op, "batch size N of x");
-    require_positive(C, op, "channels C of x");
-    require_positive(H, op, "height of x");
-    require_positive(W, op, "width of x");
+    require_nchw(op, N, C, H, W);
     require(std::isfinite(beta) && beta > 0.0, "tv: beta must be a positive number");
     require(std::isfinite(floor) && floor > 0.0, "tv: floor must be a positive number");
     checked_mul(checked_mul(checked_mul(N, C, op), H, op), W, op);
