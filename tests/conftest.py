@@ -81,7 +81,7 @@ def require(modname: str):
         if refs_required():
             pytest.fail(f"{msg} (INVERT_NATIVE_REQUIRE_REFS=1: references are mandatory)",
                         pytrace=False)
-        pytest.skip(msg)
+        pytest.skip(msg, allow_module_level=True)
 
 
 def f32(a) -> np.ndarray:

@@ -15,6 +15,8 @@ from . import nn, ops
 from ._backend import CudaStatus, cuda_available
 from ._cpu import get_num_threads, set_num_threads
 from .representations import DSIFT, HOG, dsift, hog
+from .representations import CaffeNet
+from .onnx_loader import OnnxError, OnnxNet
 from .invert import (InversionDiverged, InversionResult, code_lambda_alpha, invert,
                      mean_pairwise_distance, objective, paper_lambdas, paper_sigma,
                      reconstruction_error)
@@ -22,6 +24,6 @@ from .invert import (InversionDiverged, InversionResult, code_lambda_alpha, inve
 __version__ = "0.1.0"
 
 __all__ = ["ops", "nn", "cuda_available", "CudaStatus", "set_num_threads", "get_num_threads",
-           "invert", "objective", "code_lambda_alpha", "InversionResult", "InversionDiverged", "paper_lambdas",
-           "paper_sigma", "reconstruction_error", "mean_pairwise_distance", "__version__",
-           "DSIFT", "dsift", "HOG", "hog"]
+           "invert", "objective", "code_lambda_alpha", "InversionResult", "InversionDiverged",
+           "paper_lambdas", "paper_sigma", "reconstruction_error", "mean_pairwise_distance", "__version__",
+           "DSIFT", "dsift", "HOG", "hog", "CaffeNet", "OnnxNet", "OnnxError"]

@@ -147,7 +147,13 @@ class MaxPool2d(Layer):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        _pair(kernel_size, "MaxPool2d", "kernel_size")
+        k = _pair(kernel_size, "MaxPool2d", "kernel_size")
+        p = _pair(padding, "MaxPool2d", "padding")
+        if stride is not None:
+            _pair(stride, "MaxPool2d", "stride")
+        if min(k) <= 0 or min(p) < 0 or p[0] >= k[0] or p[1] >= k[1]:
+            raise ValueError(f"MaxPool2d: kernel_size must be positive and padding in "
+                             f"[0, kernel_size), got kernel_size={kernel_size}, padding={padding}")
 
     def forward(self, x):
         y, argmax = ops.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)

@@ -76,7 +76,7 @@ import numpy as np
 
 from .. import _backend
 from ..invert import CNN_SCHEDULE
-from ..nn import LRN, Conv2d, Layer, Linear, MaxPool2d, ReLU, Sequential
+from ..nn import LRN, Conv2d, Linear, MaxPool2d, ReLU, Sequential
 
 __all__ = ["CaffeNet", "ConvNet", "ImageTransform", "LayerRepresentation", "CAFFENET_LAYERS",
            "CAFFE_MEAN_BGR", "NPZ_SHAPES", "PAPER_RECEPTIVE_FIELDS"]
@@ -89,8 +89,8 @@ CAFFENET_LAYERS = ("conv1", "relu1", "mpool1", "norm1", "conv2", "relu2", "mpool
 CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
 
 # The paper's table: receptive field size per layer (CNN-A, 227 x 227 input).
-PAPER_RECEPTIVE_FIELDS = dict(zip(CAFFENET_LAYERS, (11, 11, 19, 19, 51, 51, 67, 67, 99, 99, 131, 131,
-                                                    163, 163, 195, 355, 355, 355, 355, 355)))
+PAPER_RECEPTIVE_FIELDS = dict(zip(CAFFENET_LAYERS, (11, 11, 19, 19, 51, 51, 67, 67, 99, 99, 131,
+                                                    131, 163, 163, 195, 355, 355, 355, 355, 355)))
 
 # name: (out, in, kernel, stride, pad, groups)
 _CONV = {"conv1": (96, 3, 11, 4, 0, 1), "conv2": (256, 96, 5, 1, 2, 2),
@@ -181,7 +181,11 @@ class ImageTransform:
         return np.ascontiguousarray(x[None], dtype=np.float32)
 
     def _resize(self, img, H, W):
-        from PIL import Image
+        try:
+            from PIL import Image
+        except ImportError as exc:
+            raise ImportError(f"resizing images needs Pillow (pip install Pillow), or give "
+                              f"{H}x{W} images: {exc}") from None
 
         f = getattr(Image.Resampling, self.resample.upper())
         return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(img[:, :, c]))
@@ -212,7 +216,8 @@ class ImageTransform:
         return img[0] if single else img
 
     def __repr__(self):
-        mean = "image" if self.mean.shape[1:] != (1, 1) else tuple(float(v) for v in self.mean.ravel())
+        mean = "image" if self.mean.shape[1:] != (1, 1) else \
+            tuple(float(v) for v in self.mean.ravel())
         return (f"ImageTransform(size={self.size}, channel_order={self.channel_order!r}, "
                 f"mean={mean}, resample={self.resample!r})")
 
@@ -255,7 +260,8 @@ def _layer_out_shape(name, layer, shape):
         if len(shape) != 3 or shape[1] + 2 * ph < kh or shape[2] + 2 * pw < kw:
             raise ValueError(f"layer {name!r}: cannot pool an input of shape {tuple(shape)} "
                              f"with a {kh}x{kw} window")
-        return (shape[0], _caffe_pool_out(shape[1], kh, sh, ph), _caffe_pool_out(shape[2], kw, sw, pw))
+        return (shape[0], _caffe_pool_out(shape[1], kh, sh, ph),
+                _caffe_pool_out(shape[2], kw, sw, pw))
     if isinstance(layer, Linear):
         O, I = layer.weight.shape
         if int(np.prod(shape)) != I:
@@ -317,8 +323,9 @@ class ConvNet(Sequential):
                             f"{_backend.describe(x)}")
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             C, H, W = self.input_shape
-            raise ValueError(f"{type(self).__name__} takes preprocessed batches (N, {C}, {H}, {W}), "
-                             f"got shape {tuple(x.shape)}; make one with net.preprocess(image)")
+            raise ValueError(f"{type(self).__name__} takes preprocessed batches "
+                             f"(N, {C}, {H}, {W}), got shape {tuple(x.shape)}; make one with "
+                             "net.preprocess(image)")
         return super()._run(x, stop)
 
     @property
@@ -350,17 +357,20 @@ class ConvNet(Sequential):
         """
         out = {}
         size, jump = [1, 1], [1, 1]
-        shape = self.input_shape
+        grid = self.input_shape[1:]  # the last spatial grid, until a fully connected layer
         for name, layer in self:
             ks = _kernel_stride(layer)
             if ks is not None:
                 for a in range(2):
                     size[a] += (ks[0][a] - 1) * jump[a]
                     jump[a] *= ks[1][a]
-            elif isinstance(layer, Linear) and len(shape) == 3:
+            elif isinstance(layer, Linear) and grid is not None:
                 for a in range(2):
-                    size[a] += (shape[1 + a] - 1) * jump[a]
+                    size[a] += (grid[a] - 1) * jump[a]
+                grid = None
             shape = self._shapes[name]
+            if len(shape) == 3:
+                grid = shape[1:]
             out[name] = tuple(v[0] if v[0] == v[1] else (v[0], v[1]) for v in (size, jump))
         return out
 
@@ -519,7 +529,8 @@ class CaffeNet(ConvNet):
                  order="caffenet", trained=True, source="weights given to the constructor"):
         names = _layer_order(order)
         if not isinstance(weights, Mapping):
-            raise TypeError(f"weights must be a mapping name -> array, got {type(weights).__name__}")
+            raise TypeError(f"weights must be a mapping name -> array, got "
+                            f"{type(weights).__name__}")
         w = {str(k): v for k, v in weights.items()}
         missing = [k for k in NPZ_SHAPES if k not in w]
         if missing:
@@ -530,12 +541,13 @@ class CaffeNet(ConvNet):
             raise ValueError(f"CaffeNet: unexpected weight tensors: {', '.join(extra)} (expected "
                              "keys conv1.weight, conv1.bias, ..., fc8.bias; see NPZ_SHAPES)")
         arrays = {}
+        fc8 = np.shape(w["fc8.weight"])
+        classes = int(fc8[0]) if len(fc8) == 2 and fc8[0] > 0 else 1000  # fc8: any class count
         for k, shape in NPZ_SHAPES.items():
             a = w[k]
             a = a if _backend.is_cupy(a) else np.asarray(a)
-            if k.startswith("fc8"):  # any number of classes
-                classes = int(np.shape(w["fc8.weight"])[0]) if np.ndim(w["fc8.weight"]) == 2 else -1
-                shape = (classes,) + shape[1:] if classes > 0 else shape
+            if k.startswith("fc8"):
+                shape = (classes,) + shape[1:]
             if tuple(a.shape) != shape:
                 raise ValueError(f"CaffeNet: {k} has shape {tuple(a.shape)}, expected {shape}")
             arrays[k] = a

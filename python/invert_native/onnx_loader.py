@@ -1,0 +1,651 @@
+"""Plain sequential ONNX CNNs (CaffeNet, AlexNet, VGG-style nets) as native layer chains.
+
+:class:`OnnxNet` reads an ONNX file (or ``onnx.ModelProto``) with the ``onnx``
+package (``pip install 'invert-native[onnx]'``) and builds a
+:class:`~invert_native.representations.caffenet.ConvNet` of native layers,
+named after the ONNX nodes (the node's name, or its first output's name when
+the node has none). :func:`caffenet_weights` maps a CaffeNet / AlexNet graph to
+:class:`~invert_native.CaffeNet`'s paper names.
+
+Graphs
+------
+The graph must be a chain: one image input (N, C, H, W); every node reads the
+previous node's output (plus initializers or ``Constant`` tensors) and nothing
+else reads it. Supported ops (default domain; opset 1-style legacy attributes
+such as ``broadcast``, ``is_test`` and ``consumed_inputs`` are ignored):
+
+* ``Conv`` -- 2-D, any ``group``, ``strides``, ``pads`` (``[top, left, bottom,
+  right]``, asymmetric ones included) or ``auto_pad``; ``dilations`` must be 1.
+  The native conv pads symmetrically: extra bottom/right padding is added as
+  zeros before it, less bottom/right padding crops its output.
+* ``MaxPool`` -- 2-D, ``kernel_shape``, ``strides``, ``pads``/``auto_pad``,
+  ``ceil_mode`` 0 (floor, ONNX's default) or 1. The native pool has Caffe's
+  ceil-mode size with the top/left padding on both sides (padded cells never
+  win); where ONNX's floor mode or a smaller bottom/right padding gives fewer
+  windows, the extra last row/column is cropped (the remaining windows are the
+  same). A model whose windows the native pool cannot produce (top/left
+  padding >= kernel, or more windows than ceil mode gives) is refused.
+  ``dilations`` must be 1; the ``Indices`` output is not supported.
+* ``LRN`` -- odd ``size``; ONNX's ``alpha`` is divided by ``size`` (the spec's
+  ``bias + alpha / size * square_sum``), exactly as in Caffe, so the native
+  LRN takes the attributes unchanged.
+* ``Gemm`` -- the activation as A (``transA`` = 0), B and C initializers:
+  weight = ``alpha * B^T`` (or ``alpha * B`` with ``transB`` = 1), bias =
+  ``beta * C`` (C broadcast to (outputs,)).
+* ``MatMul`` with an initializer B (in, out), optionally followed by ``Add``
+  of an initializer (the bias): one fully connected layer.
+* ``Flatten`` (axis 1) and ``Reshape`` to 2-D keeping the batch
+  (``[0, -1]``, ``[1, -1]``, ``[-1, in]``, ...): one layer that flattens.
+* ``Dropout`` and ``Identity``: no layer (the identity at inference).
+* ``Softmax`` over the features of a 2-D input: a layer (the loader's own,
+  in NumPy/CuPy; :class:`~invert_native.CaffeNet` drops it, fc8 being the
+  paper's last layer).
+
+Anything else (``AveragePool``, ``BatchNormalization``, ``Concat``, ...)
+raises :class:`OnnxError` naming the op and the node.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _backend
+from .nn import LRN, Conv2d, Layer, Linear, MaxPool2d, ReLU
+from .representations.caffenet import (CAFFENET_LAYERS, ConvNet, ImageTransform, _LRN, _CONV,
+                                       _POOL, _layer_order)
+
+__all__ = ["OnnxNet", "OnnxError", "read_onnx", "caffenet_weights", "Flatten", "Softmax",
+           "SUPPORTED_OPS"]
+
+SUPPORTED_OPS = ("Conv", "Relu", "MaxPool", "LRN", "Gemm", "MatMul", "Add", "Flatten", "Reshape",
+                 "Dropout", "Identity", "Softmax", "Constant")
+
+
+class OnnxError(ValueError):
+    """An ONNX graph this loader cannot turn into a chain of native layers."""
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError("reading ONNX files needs the 'onnx' package: pip install "
+                          f"'invert-native[onnx]' (or pip install onnx): {exc}") from None
+    return onnx
+
+
+# ----------------------------------------------------------------- layers
+def _window_count(H, k, s, pb, pe, ceil_mode):
+    """ONNX's number of windows along one axis."""
+    span = H + pb + pe - k
+    if span < 0:
+        return 0
+    if ceil_mode:
+        o = -(-span // s) + 1
+        if (o - 1) * s >= H + pb:  # a last window starting in the end padding is dropped
+            o -= 1
+        return o
+    return span // s + 1
+
+
+def _same_pads(H, k, s, mode):
+    """(begin, end) of ONNX's auto_pad SAME_UPPER / SAME_LOWER along one axis."""
+    total = max((-(-H // s) - 1) * s + k - H, 0)
+    small = total // 2
+    return (small, total - small) if mode == "SAME_UPPER" else (total - small, small)
+
+
+class _Windowed(Layer):
+    """A native Conv2d / MaxPool2d with ONNX's padding rules (see the module doc).
+
+    ``core`` is the native layer; ``pads`` (top, left, bottom, right) or ``auto_pad``
+    say ONNX's padding, ``ceil_mode`` its pooling size rule.
+    """
+
+    def __init__(self, core, kernel, stride, pads=(0, 0, 0, 0), auto_pad="NOTSET", ceil_mode=0,
+                 where=""):
+        super().__init__()
+        self.core, self.kernel, self.stride = core, tuple(kernel), tuple(stride)
+        self.pads, self.auto_pad, self.ceil_mode = tuple(pads), auto_pad, ceil_mode
+        self.where = where
+        self.pool = isinstance(core, MaxPool2d)
+
+    def _plan(self, H, W):
+        """-> (pad begin (2,), zeros to append (2,), ONNX output size (2,))."""
+        begin, extend, out = [], [], []
+        for a, n in enumerate((H, W)):
+            k, s = self.kernel[a], self.stride[a]
+            if self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+                pb, pe = _same_pads(n, k, s, self.auto_pad)
+            elif self.auto_pad == "VALID":
+                pb, pe = 0, 0
+            else:
+                pb, pe = self.pads[a], self.pads[a + 2]
+            o = _window_count(n, k, s, pb, pe, self.ceil_mode if self.pool else 0)
+            if o < 1:
+                raise ValueError(f"{self.where}: a {k}-wide window does not fit an input of "
+                                 f"size {n} with padding ({pb}, {pe})")
+            if self.pool:
+                if pb >= k:
+                    raise OnnxError(f"{self.where}: padding {pb} >= kernel {k} is not supported "
+                                    "by the native max-pool")
+                native = _window_count(n, k, s, pb, pb, 1)
+                if o > native:
+                    raise OnnxError(f"{self.where}: ONNX gives {o} windows along an axis of size "
+                                    f"{n} (pads {pb}, {pe}, ceil_mode={self.ceil_mode}) but the "
+                                    f"native max-pool gives {native}")
+                extend.append(0)
+            else:
+                extend.append(max(pe - pb, 0))
+            begin.append(pb)
+            out.append(o)
+        return tuple(begin), tuple(extend), tuple(out)
+
+    def out_shape(self, shape):
+        if len(shape) != 3:
+            raise ValueError(f"{self.where}: needs a (C, H, W) input, got shape {tuple(shape)}")
+        if not self.pool:
+            K, Cg = self.core.weight.shape[:2]
+            if shape[0] != Cg * self.core.groups:
+                raise ValueError(f"{self.where}: takes {Cg * self.core.groups} channels, but its "
+                                 f"input has shape {tuple(shape)}")
+        _, _, out = self._plan(shape[1], shape[2])
+        C = shape[0] if self.pool else self.core.weight.shape[0]
+        return (C,) + out
+
+    def kernel_stride(self):
+        return self.kernel, self.stride
+
+    def forward(self, x):
+        xp = _backend.array_module(x)
+        begin, extend, (Ho, Wo) = self._plan(x.shape[2], x.shape[3])
+        self.core.padding = begin
+        xin = x
+        if extend != (0, 0):
+            xin = xp.pad(x, ((0, 0), (0, 0), (0, extend[0]), (0, extend[1])))
+        y = self.core.forward(xin)
+        full = tuple(y.shape)
+        if full[2:] != (Ho, Wo):
+            y = xp.ascontiguousarray(y[:, :, :Ho, :Wo])
+        self._cache = (tuple(x.shape), begin, full)
+        return y
+
+    def backward(self, dy):
+        x_shape, begin, full = self._cached()
+        xp = _backend.array_module(dy)
+        self.core.padding = begin
+        if tuple(dy.shape) != full:
+            d = xp.zeros(full, xp.float32)
+            d[:, :, :dy.shape[2], :dy.shape[3]] = dy
+            dy = d
+        dx = self.core.backward(dy)
+        if tuple(dx.shape) != x_shape:
+            dx = xp.ascontiguousarray(dx[:, :, :x_shape[2], :x_shape[3]])
+        return dx
+
+    def to(self, device):
+        self.core.to(device)
+        self._cache = None
+        return self
+
+    @property
+    def _params(self):
+        return self.core._params
+
+    @property
+    def weight(self):
+        return getattr(self.core, "weight", None)
+
+    def __repr__(self):
+        pad = self.auto_pad if self.auto_pad != "NOTSET" else f"pads={list(self.pads)}"
+        if self.pool:
+            return (f"MaxPool2d(kernel_size={self.kernel}, stride={self.stride}, {pad}, "
+                    f"ceil_mode={self.ceil_mode})")
+        K, Cg, kh, kw = self.core.weight.shape
+        return (f"Conv2d({Cg * self.core.groups}->{K}, kernel={kh}x{kw}, stride={self.stride}, "
+                f"{pad}, groups={self.core.groups})")
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, prod(...)) in C order; backward restores the shape.
+
+    ``features``: the per-sample size the graph asks for (checked), or None.
+    """
+
+    def __init__(self, features=None):
+        super().__init__()
+        self.features = features
+
+    def forward(self, x):
+        self._cache = tuple(x.shape)
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self._cached())
+
+    def out_shape(self, shape):
+        n = int(np.prod(shape))
+        if self.features is not None and n != self.features:
+            raise OnnxError(f"Flatten to {self.features} features, but the input has shape "
+                             f"{tuple(shape)} = {n} values per sample")
+        return (n,)
+
+
+class Softmax(Layer):
+    """Softmax over the features of (N, F) inputs (float32, NumPy or CuPy)."""
+
+    def forward(self, x):
+        if x.ndim != 2:
+            raise ValueError(f"Softmax takes (N, F) inputs, got shape {tuple(x.shape)}")
+        xp = _backend.array_module(x)
+        e = xp.exp(x - x.max(axis=1, keepdims=True))
+        y = (e / e.sum(axis=1, keepdims=True)).astype(xp.float32)
+        self._cache = y
+        return y
+
+    def backward(self, dy):
+        y = self._cached()
+        return (y * (dy - (dy * y).sum(axis=1, keepdims=True))).astype(y.dtype)
+
+    def out_shape(self, shape):
+        if len(shape) != 1:
+            raise ValueError(f"Softmax takes (N, F) inputs, got per-sample shape {tuple(shape)}")
+        return tuple(shape)
+
+
+# ------------------------------------------------------------------- parsing
+@dataclass
+class LayerSpec:
+    """One layer read from the graph: ``op`` is conv, relu, pool, lrn, fc, flatten or softmax."""
+
+    name: str
+    op: str
+    output: str  # the ONNX tensor holding this layer's output
+    where: str  # "<OpType> node 'name'", for messages
+    attrs: dict = field(default_factory=dict)
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+
+
+@dataclass
+class OnnxGraph:
+    input_name: str
+    input_shape: tuple  # (C, H, W), None where the file leaves a size symbolic
+    layers: list
+    opset: int
+
+
+def _attrs(onnx, node):
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _decode(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def read_onnx(source) -> OnnxGraph:
+    """Parse an ONNX file / ``ModelProto`` into layer specs; :class:`OnnxError` if unsupported."""
+    onnx = _import_onnx()
+    from onnx import numpy_helper
+
+    if isinstance(source, onnx.ModelProto):
+        model = source
+    else:
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no ONNX file at {path}")
+        try:
+            model = onnx.load(path)
+        except Exception as exc:  # protobuf raises DecodeError and friends
+            raise OnnxError(f"{path} is not a readable ONNX model: {exc}") from None
+    graph = model.graph
+    opset = max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [1])
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            a = _attrs(onnx, node)
+            if "value" not in a:
+                raise OnnxError(f"Constant node {node.name!r}: only the 'value' attribute "
+                                "is supported")
+            consts[node.output[0]] = numpy_helper.to_array(a["value"])
+
+    inputs = [i for i in graph.input if i.name not in consts]
+    if len(inputs) != 1:
+        raise OnnxError(f"the graph must have exactly one image input, it has {len(inputs)}: "
+                        f"{[i.name for i in inputs]}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != 4:
+        raise OnnxError(f"the input {inputs[0].name!r} must be (N, C, H, W), it has {len(dims)} "
+                        "dimensions")
+    input_shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                        for d in dims[1:])
+
+    readers = {}  # tensor -> the nodes reading it
+    for node in graph.node:
+        for t in set(node.input):
+            if t and t not in consts:
+                who = f"{node.op_type} node {node.name or node.output[0]!r}"
+                readers.setdefault(t, []).append(who)
+
+    cur = inputs[0].name
+    specs, names = [], set()
+    for i, node in enumerate(graph.node):
+        op = node.op_type
+        if op == "Constant" and node.domain in ("", "ai.onnx"):
+            continue
+        where = f"{op} node {node.name or node.output[0]!r} (#{i})"
+        if node.domain not in ("", "ai.onnx") or op not in SUPPORTED_OPS:
+            dom = f" of domain {node.domain!r}" if node.domain not in ("", "ai.onnx") else ""
+            raise OnnxError(f"unsupported op {op}{dom} in {where}; supported: "
+                            f"{', '.join(SUPPORTED_OPS)}")
+        data = [t for t in node.input if t and t not in consts]
+        if len(data) != 1 or node.input[0] != cur:
+            raise OnnxError(f"the graph is not sequential: {where} reads {list(node.input)}, but "
+                            f"a chain node must read only the previous output {cur!r} (first) "
+                            "plus initializers")
+        if len(readers.get(cur, ())) > 1:
+            raise OnnxError(f"the graph is not sequential: {cur!r} is read by "
+                            f"{len(readers[cur])} nodes ({', '.join(readers[cur])}): a branch")
+        used_outputs = [t for t in node.output[1:] if t and readers.get(t)]
+        if used_outputs:
+            raise OnnxError(f"{where}: its extra outputs {used_outputs} are used; only the "
+                            "first output of a node can be followed")
+        a = _attrs(onnx, node)
+        out = node.output[0]
+        name = node.name or out
+        if name in names:
+            k = 2
+            while f"{name}_{k}" in names:
+                k += 1
+            name = f"{name}_{k}"
+        spec = _parse_node(op, a, node, consts, where, name, out, specs)
+        if spec is not None:
+            names.add(spec.name)
+            specs.append(spec)
+        elif op in ("Dropout", "Identity") and specs:
+            specs[-1].output = out  # the same values under a new name
+        cur = out
+    if not specs:
+        raise OnnxError("the graph has no layers")
+    return OnnxGraph(inputs[0].name, input_shape, specs, opset)
+
+
+def _ints(a, key, default, n, where):
+    v = list(a.get(key, default))
+    if len(v) != n:
+        raise OnnxError(f"{where}: {key} must have {n} values for a 2-D op, got {v}")
+    return [int(t) for t in v]
+
+
+def _const(consts, node, k, where, what):
+    if len(node.input) <= k or not node.input[k]:
+        return None
+    t = node.input[k]
+    if t not in consts:
+        raise OnnxError(f"{where}: its {what} {t!r} must be an initializer or Constant")
+    return np.asarray(consts[t])
+
+
+def _window_attrs(a, where, kernel):
+    strides = _ints(a, "strides", [1, 1], 2, where)
+    pads = _ints(a, "pads", [0, 0, 0, 0], 4, where)
+    dil = _ints(a, "dilations", [1, 1], 2, where)
+    if dil != [1, 1]:
+        raise OnnxError(f"{where}: dilations {dil} are not supported (only 1)")
+    if min(strides) < 1 or min(pads) < 0:
+        raise OnnxError(f"{where}: strides must be positive and pads non-negative, got "
+                        f"strides={strides}, pads={pads}")
+    auto_pad = _decode(a.get("auto_pad", "NOTSET")) or "NOTSET"
+    if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise OnnxError(f"{where}: unknown auto_pad {auto_pad!r}")
+    return dict(kernel=list(kernel), strides=strides, pads=pads, auto_pad=auto_pad)
+
+
+def _parse_node(op, a, node, consts, where, name, out, specs):
+    if op in ("Dropout", "Identity"):
+        return None
+    if op == "Relu":
+        return LayerSpec(name, "relu", out, where)
+    if op == "Conv":
+        w = _const(consts, node, 1, where, "weight")
+        if w is None or w.ndim != 4:
+            raise OnnxError(f"{where}: only 2-D convolutions with a weight initializer "
+                            f"(M, C/group, kh, kw) are supported")
+        b = _const(consts, node, 2, where, "bias")
+        if b is not None and b.shape != (w.shape[0],):
+            raise OnnxError(f"{where}: bias has shape {b.shape}, expected ({w.shape[0]},)")
+        kernel = _ints(a, "kernel_shape", list(w.shape[2:]), 2, where)
+        if kernel != list(w.shape[2:]):
+            raise OnnxError(f"{where}: kernel_shape {kernel} disagrees with the weight's "
+                            f"{list(w.shape[2:])}")
+        at = _window_attrs(a, where, kernel)
+        at["group"] = int(a.get("group", 1))
+        return LayerSpec(name, "conv", out, where, at, w.astype(np.float32),
+                         None if b is None else b.astype(np.float32))
+    if op == "MaxPool":
+        if "kernel_shape" not in a:
+            raise OnnxError(f"{where}: kernel_shape is required")
+        kernel = _ints(a, "kernel_shape", [], 2, where)
+        at = _window_attrs(a, where, kernel)
+        at["ceil_mode"] = int(a.get("ceil_mode", 0))
+        return LayerSpec(name, "pool", out, where, at)
+    if op == "LRN":
+        size = int(a.get("size", 0))
+        if size < 1 or size % 2 == 0:
+            raise OnnxError(f"{where}: size={size}; only odd sizes are supported (the window "
+                            "must be centred, as in Caffe)")
+        at = dict(size=size, alpha=float(a.get("alpha", 1e-4)), beta=float(a.get("beta", 0.75)),
+                  k=float(a.get("bias", 1.0)))
+        return LayerSpec(name, "lrn", out, where, at)
+    if op == "Gemm":
+        if int(a.get("transA", 0)):
+            raise OnnxError(f"{where}: transA=1 is not supported (the activation must be A)")
+        B = _const(consts, node, 1, where, "B")
+        if B is None or B.ndim != 2:
+            raise OnnxError(f"{where}: B must be a 2-D initializer")
+        w = B if int(a.get("transB", 0)) else B.T
+        w = (float(a.get("alpha", 1.0)) * w.astype(np.float64)).astype(np.float32)
+        C = _const(consts, node, 2, where, "C")
+        bias = None
+        if C is not None:
+            try:
+                bias = np.broadcast_to(C.astype(np.float64), (1, w.shape[0])).reshape(-1)
+            except ValueError:
+                raise OnnxError(f"{where}: C of shape {C.shape} does not broadcast to "
+                                f"(1, {w.shape[0]})") from None
+            bias = (float(a.get("beta", 1.0)) * bias).astype(np.float32)
+        return LayerSpec(name, "fc", out, where, dict(source="Gemm"), np.ascontiguousarray(w), bias)
+    if op == "MatMul":
+        B = _const(consts, node, 1, where, "B")
+        if B is None or B.ndim != 2:
+            raise OnnxError(f"{where}: B must be a 2-D initializer (in, out)")
+        return LayerSpec(name, "fc", out, where, dict(source="MatMul"),
+                         np.ascontiguousarray(B.T.astype(np.float32)), None)
+    if op == "Add":
+        prev = specs[-1] if specs else None
+        if prev is None or prev.op != "fc" or prev.attrs.get("source") != "MatMul" or \
+                prev.bias is not None:
+            raise OnnxError(f"{where}: Add is only supported as the bias of a MatMul")
+        c = _const(consts, node, 1, where, "bias")
+        O = prev.weight.shape[0]
+        try:
+            prev.bias = np.broadcast_to(c, (1, O)).reshape(-1).astype(np.float32)
+        except ValueError:
+            raise OnnxError(f"{where}: bias of shape {c.shape} does not broadcast to (1, {O})") \
+                from None
+        prev.output = out
+        return None
+    if op == "Flatten":
+        if int(a.get("axis", 1)) != 1:
+            raise OnnxError(f"{where}: only axis=1 (keep the batch) is supported, got "
+                            f"axis={a['axis']}")
+        return LayerSpec(name, "flatten", out, where)
+    if op == "Reshape":
+        shape = _const(consts, node, 1, where, "shape")
+        shape = [int(v) for v in (shape if shape is not None else a.get("shape", []))]
+        # the batch stays first: [0 | 1 | -1, -1 | features] (1: the zoo's batch-1 graphs)
+        if len(shape) != 2 or shape[0] not in (-1, 0, 1) or not (shape[1] == -1 or shape[1] > 0) \
+                or shape == [-1, -1]:
+            raise OnnxError(f"{where}: only a Reshape that flattens each sample to (N, -1) is "
+                            f"supported, got target shape {shape}")
+        return LayerSpec(name, "flatten", out, where,
+                         dict(features=shape[1] if shape[1] > 0 else None))
+    if op == "Softmax":
+        axis = int(a.get("axis", 1))
+        if axis not in (1, -1):
+            raise OnnxError(f"{where}: only a softmax over the features (axis 1 of an (N, F) "
+                            f"input) is supported, got axis={axis}")
+        return LayerSpec(name, "softmax", out, where)
+    raise OnnxError(f"unsupported op {op} in {where}")  # pragma: no cover
+
+
+def build_layer(spec: LayerSpec) -> Layer:
+    """The native layer of a spec."""
+    at = spec.attrs
+    if spec.op == "relu":
+        return ReLU()
+    if spec.op == "lrn":
+        return LRN(at["size"], at["alpha"], at["beta"], at["k"])
+    if spec.op == "fc":
+        return Linear(spec.weight, spec.bias)
+    if spec.op == "flatten":
+        return Flatten(at.get("features"))
+    if spec.op == "softmax":
+        return Softmax()
+    pads, auto = at["pads"], at["auto_pad"]
+    symmetric = auto == "NOTSET" and pads[:2] == pads[2:]
+    if spec.op == "conv":
+        if spec.weight.shape[0] % at["group"]:
+            raise OnnxError(f"{spec.where}: group={at['group']} does not divide the "
+                            f"{spec.weight.shape[0]} filters")
+        conv = Conv2d(spec.weight, spec.bias, stride=tuple(at["strides"]), padding=tuple(pads[:2]),
+                      groups=at["group"])
+        if symmetric:
+            return conv
+        return _Windowed(conv, at["kernel"], at["strides"], pads, auto, 0, spec.where)
+    if spec.op == "pool":
+        pool = MaxPool2d(tuple(at["kernel"]), tuple(at["strides"]), tuple(pads[:2]))
+        if symmetric and at["ceil_mode"] == 1 and max(pads) < min(at["kernel"]):
+            return pool  # ONNX's ceil mode is the native size rule
+        return _Windowed(pool, at["kernel"], at["strides"], pads, auto, at["ceil_mode"],
+                         spec.where)
+    raise OnnxError(f"{spec.where}: no layer for op {spec.op!r}")  # pragma: no cover
+
+
+# --------------------------------------------------------------------- nets
+class OnnxNet(ConvNet):
+    """A plain sequential ONNX CNN as native layers; see the module documentation.
+
+    Args:
+        source: path of an ``.onnx`` file, or an ``onnx.ModelProto``.
+        input_size: (H, W) of the input, when the file leaves it symbolic (or to override it).
+        mean, channel_order, resample: image handling (:class:`ImageTransform`; the default is
+            the Caffe convention: BGR, mean B, G, R = 104, 117, 123). Needs C = 3 input
+            channels for ``preprocess``.
+
+    Layers are named after the ONNX nodes (``net.names``); ``net.onnx_outputs[name]`` is the
+    ONNX tensor holding a layer's output. Representations get the paper's heuristic
+    lambdas (no published values for arbitrary nets).
+    """
+
+    def __init__(self, source, *, input_size=None, mean=None, channel_order="BGR",
+                 resample="bilinear"):
+        g = read_onnx(source)
+        C, H, W = g.input_shape
+        if input_size is not None:
+            H, W = (int(input_size), int(input_size)) if np.isscalar(input_size) else \
+                (int(input_size[0]), int(input_size[1]))
+        if C is None or H is None or W is None:
+            raise OnnxError(f"the input {g.input_name!r} has symbolic sizes (C, H, W) = "
+                            f"{g.input_shape}: give input_size=(H, W)")
+        self.onnx_input = g.input_name
+        self.onnx_outputs = {s.name: s.output for s in g.layers}
+        self.opset = g.opset
+        layers = [(s.name, build_layer(s)) for s in g.layers]
+        transform = ImageTransform((H, W), channel_order, mean, resample) if C == 3 else None
+        where = "an ONNX model" if hasattr(source, "graph") else os.fspath(source)
+        super().__init__(layers, input_shape=(C, H, W), transform=transform, trained=True,
+                         source=f"weights from {where}")
+
+    def preprocess(self, image):
+        if self.input_shape[0] != 3:
+            raise ValueError(f"preprocess makes 3-channel inputs; this net takes "
+                             f"{self.input_shape[0]} channels: build x yourself")
+        return super().preprocess(image)
+
+    def deprocess(self, x, clip=False):
+        if self.input_shape[0] != 3:
+            raise ValueError(f"deprocess needs 3-channel inputs; this net takes "
+                             f"{self.input_shape[0]} channels")
+        return super().deprocess(x, clip)
+
+
+_CAFFE_OPS = {"conv": "conv", "relu": "relu", "mpool": "pool", "norm": "lrn", "fc": "fc"}
+
+
+def caffenet_weights(source):
+    """Read a CaffeNet or AlexNet ONNX graph -> (weights in CaffeNet's npz layout, order).
+
+    The graph's layers (Flatten/Reshape, Dropout and a final Softmax aside) must be CaffeNet's
+    20 in CaffeNet's order (pool then norm; order "caffenet") or AlexNet's (norm then pool;
+    "alexnet"), with CaffeNet's kernels, strides, paddings, groups and LRN constants; pooling
+    whose ONNX output size differs from CaffeNet's at 227 x 227 is refused. The model zoo's
+    files declare a 224 x 224 input; the net built from them takes 227 x 227 (the paper's, and
+    the size the fc6 weights fit). Other nets: use :class:`OnnxNet`.
+    """
+    g = read_onnx(source)
+    if any(s.op == "softmax" for s in g.layers[:-1]):
+        raise OnnxError("a Softmax inside the chain is not CaffeNet (only a final one is)")
+    specs = [s for s in g.layers if s.op not in ("flatten", "softmax")]
+    got = [s.op for s in specs]
+    order = None
+    for o in ("caffenet", "alexnet"):
+        if got == [_CAFFE_OPS[n.rstrip("0123456789")] for n in _layer_order(o)]:
+            order = o
+    if order is None:
+        want = [_CAFFE_OPS[n.rstrip("0123456789")] for n in CAFFENET_LAYERS]
+        raise OnnxError(f"the graph's layers are not CaffeNet's or AlexNet's: got "
+                        f"{' '.join(got)}; CaffeNet is {' '.join(want)} (use OnnxNet for "
+                        "other nets)")
+    weights = {}
+    size = 227
+    for name, s in zip(_layer_order(order), specs):
+        kind = name.rstrip("0123456789")
+        at = s.attrs
+        if kind == "conv":
+            _, _, k, st, p, grp = _CONV[name]
+            if at["strides"] != [st, st] or at["pads"] != [p] * 4 or at["group"] != grp or \
+                    at["auto_pad"] not in ("NOTSET",) or at["kernel"] != [k, k]:
+                raise OnnxError(f"{s.where} is not CaffeNet's {name} (kernel {k}, stride {st}, "
+                                f"pad {p}, group {grp}): got kernel {at['kernel']}, strides "
+                                f"{at['strides']}, pads {at['pads']}, group {at['group']}, "
+                                f"auto_pad {at['auto_pad']}")
+            size = (size + 2 * p - k) // st + 1
+        elif kind == "mpool":
+            k, st = _POOL
+            caffe = _window_count(size, k, st, 0, 0, 1)
+            if at["kernel"] != [k, k] or at["strides"] != [st, st] or at["auto_pad"] != "NOTSET" \
+                    or at["pads"][:2] != [0, 0] or any(
+                        _window_count(size, k, st, 0, at["pads"][a + 2], at["ceil_mode"]) != caffe
+                        for a in range(2)):
+                raise OnnxError(f"{s.where} is not CaffeNet's {name} (3x3, stride 2, {caffe} "
+                                f"windows on its {size}-pixel input): got kernel {at['kernel']}, "
+                                f"strides {at['strides']}, pads {at['pads']}, ceil_mode "
+                                f"{at['ceil_mode']}, auto_pad {at['auto_pad']}")
+            size = caffe
+        elif kind == "norm":
+            if at["size"] != _LRN["size"] or any(
+                    not math.isclose(at[key], _LRN[key], rel_tol=1e-6)
+                    for key in ("alpha", "beta", "k")):
+                raise OnnxError(f"{s.where} is not CaffeNet's {name} (size 5, alpha 1e-4, beta "
+                                f"0.75, bias 1): got {at}")
+        if kind in ("conv", "fc"):
+            weights[f"{name}.weight"] = s.weight
+            if s.bias is None:
+                raise OnnxError(f"{s.where} ({name}) has no bias")
+            weights[f"{name}.bias"] = s.bias
+    return weights, order

@@ -1,0 +1,538 @@
+"""ONNX loading (invert_native.OnnxNet, CaffeNet.from_onnx) against onnxruntime and torch autograd.
+
+Models are built here with onnx.helper from layer descriptions; the same descriptions give a
+float64 torch version of each net (test-only code), so the loader is checked against two
+independent implementations: onnxruntime (CPU) for every layer's forward, torch for backward.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_close, f32, require
+
+import invert_native as inv
+from invert_native.onnx_loader import OnnxError
+
+try:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError:  # every test then skips (fails under INVERT_NATIVE_REQUIRE_REFS=1)
+    onnx = None
+
+
+@pytest.fixture(autouse=True)
+def _needs_onnx():
+    require("onnx")
+
+
+# ------------------------------------------------------------------ builders
+def build_model(desc, input_dims, opset=12, name_nodes=True, all_outputs=True, input_name="data"):
+    """An ONNX model from a layer description (see the cases below).
+
+    desc entries: (op, name, arrays, attrs); arrays go in as initializers after the activation.
+    Special ops: "MatMulAdd" (MatMul then Add of arrays[1]), "ReshapeConst" (the shape as a
+    Constant node). Every intermediate tensor is a graph output too (for onnxruntime).
+    """
+    nodes, inits, outs = [], [], []
+    cur = input_name
+    for op, name, arrays, attrs in desc:
+        nn_ = name if name_nodes else ""
+        if op == "MatMulAdd":
+            w, b = arrays
+            inits += [numpy_helper.from_array(w, f"{name}_B"),
+                      numpy_helper.from_array(b, f"{name}_C")]
+            nodes.append(helper.make_node("MatMul", [cur, f"{name}_B"], [f"{name}_mm"], name=nn_))
+            nodes.append(helper.make_node("Add", [f"{name}_mm", f"{name}_C"], [f"{name}_out"],
+                                          name=f"{nn_}_add" if nn_ else ""))
+            outs.append(f"{name}_mm")
+        elif op == "ReshapeConst":
+            nodes.append(helper.make_node("Constant", [], [f"{name}_shape"], name=f"{name}_c",
+                                          value=numpy_helper.from_array(arrays[0], "v")))
+            nodes.append(helper.make_node("Reshape", [cur, f"{name}_shape"], [f"{name}_out"],
+                                          name=nn_))
+        else:
+            names = []
+            for i, a in enumerate(arrays):
+                names.append(f"{name}_p{i}")
+                inits.append(numpy_helper.from_array(a, names[-1]))
+            nodes.append(helper.make_node(op, [cur] + names, [f"{name}_out"], name=nn_, **attrs))
+        cur = f"{name}_out"
+        outs.append(cur)
+    inp = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_dims))
+    outputs = [helper.make_tensor_value_info(cur, TensorProto.FLOAT, None)]
+    if all_outputs:
+        outputs += [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs[:-1]]
+    graph = helper.make_graph(nodes, "net", [inp], outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7 if opset < 13 else 8
+    return model
+
+
+def ort_outputs(model_or_path, x, input_name="data"):
+    ort = require("onnxruntime")
+    src = model_or_path.SerializeToString() if hasattr(model_or_path, "graph") \
+        else str(model_or_path)
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, {input_name: x})))
+
+
+def he(rng, shape):
+    return f32(rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:])))
+
+
+def photo(size, rng=None, which="astronaut"):
+    """A natural photo resized to size x size, mean-subtracted, as (1, 3, size, size)."""
+    from PIL import Image
+    from skimage import data
+
+    img = np.asarray(Image.fromarray(getattr(data, which)()).resize((size, size)), np.float32)
+    return f32((img - img.mean(axis=(0, 1))).transpose(2, 0, 1)[None])
+
+
+# ------------------------------------------------------------------ torch twin
+def _torch_same(H, k, s):
+    total = max((-(-H // s) - 1) * s + k - H, 0)
+    return total // 2, total - total // 2
+
+
+def torch_forward(desc, xt, stop=None):
+    """Run the description in float64 torch; return {name: output}."""
+    torch = require("torch")
+    F = torch.nn.functional
+    outs = {}
+    t = xt
+    for op, name, arrays, at in desc:
+        T = [torch.tensor(np.asarray(a, np.float64)) for a in arrays]
+        if op == "Conv":
+            k, s = at.get("kernel_shape", list(arrays[0].shape[2:])), at.get("strides", [1, 1])
+            if at.get("auto_pad", "NOTSET") == "SAME_UPPER":
+                (ph0, ph1), (pw0, pw1) = (_torch_same(t.shape[2 + a], k[a], s[a]) for a in range(2))
+            else:
+                ph0, pw0, ph1, pw1 = at.get("pads", [0, 0, 0, 0])
+            t = F.pad(t, (pw0, pw1, ph0, ph1))
+            t = F.conv2d(t, T[0], T[1] if len(T) > 1 else None, stride=s, groups=at.get("group", 1))
+        elif op == "Relu":
+            t = F.relu(t)
+        elif op == "MaxPool":
+            ph0, pw0, ph1, pw1 = at.get("pads", [0, 0, 0, 0])
+            k, s = at["kernel_shape"], at.get("strides", [1, 1])
+            ceil = bool(at.get("ceil_mode", 0))
+            if ph0 == ph1 and pw0 == pw1:
+                t = F.max_pool2d(t, k, s, (ph0, pw0), ceil_mode=ceil)
+            else:
+                t = F.max_pool2d(F.pad(t, (pw0, pw1, ph0, ph1), value=-np.inf), k, s,
+                                 ceil_mode=ceil)
+        elif op == "LRN":
+            t = F.local_response_norm(t, at["size"], at.get("alpha", 1e-4), at.get("beta", 0.75),
+                                      at.get("bias", 1.0))
+        elif op in ("Flatten", "ReshapeConst", "Reshape"):
+            t = t.flatten(1)
+        elif op == "Gemm":
+            B = T[0] if at.get("transB", 0) else T[0].T
+            t = at.get("alpha", 1.0) * (t @ B.T) + at.get("beta", 1.0) * T[1]
+        elif op == "MatMulAdd":
+            t = t @ T[0] + T[1]
+        elif op in ("Dropout", "Identity"):
+            pass
+        elif op == "Softmax":
+            t = torch.softmax(t, dim=1)
+        else:
+            raise AssertionError(op)
+        outs[name] = t
+        if name == stop:
+            break
+    return outs
+
+
+# ------------------------------------------------------------------ small nets
+def vgg_desc(rng):
+    """VGG-like: 3x3 convs, pools (floor and ceil), an asymmetric conv, LRN, Gemm, MatMul+Add."""
+    return [
+        ("Conv", "c1", [he(rng, (8, 3, 3, 3)), f32(0.1 * rng.standard_normal(8))],
+         dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
+        ("Relu", "r1", [], {}),
+        ("Conv", "c2", [he(rng, (8, 4, 3, 3)), f32(0.1 * rng.standard_normal(8))],
+         dict(pads=[1, 1, 1, 1], group=2)),
+        ("Relu", "r2", [], {}),
+        ("MaxPool", "p1", [], dict(kernel_shape=[2, 2], strides=[2, 2])),  # 33 -> 16 (floor)
+        ("Conv", "c3", [he(rng, (12, 8, 3, 3)), f32(0.1 * rng.standard_normal(12))],
+         dict(pads=[1, 0, 0, 1])),                                                  # asymmetric
+        ("LRN", "n1", [], dict(size=3, alpha=2e-3, beta=0.75, bias=2.0)),
+        ("MaxPool", "p2", [], dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+        ("Conv", "c4", [he(rng, (16, 12, 2, 2))], dict(strides=[2, 2], auto_pad="SAME_UPPER")),
+        ("Relu", "r4", [], {}),
+        ("Flatten", "flat", [], dict(axis=1)),
+        ("Gemm", "fc1", [he(rng, (16 * 4 * 4, 20)).astype(np.float32) * np.float32(0.1),
+                         f32(rng.standard_normal(20))], dict(alpha=0.5, beta=2.0, transB=0)),
+        ("Relu", "r5", [], {}),
+        ("Dropout", "drop", [], {}),
+        ("MatMulAdd", "fc2", [f32(rng.standard_normal((20, 10)) / 4),
+                              f32(rng.standard_normal(10))], {}),
+        ("Softmax", "prob", [], dict(axis=1)),
+    ]
+
+
+def pool_desc(rng, pads, ceil_mode, k=3, s=2):
+    return [("Conv", "c1", [he(rng, (4, 3, 3, 3))], {}),
+            ("MaxPool", "p", [], dict(kernel_shape=[k, k], strides=[s, s], pads=pads,
+                                      ceil_mode=ceil_mode)),
+            ("Relu", "r", [], {})]
+
+
+def compare_all_layers(net, model, x, rtol=1e-4):
+    ref = ort_outputs(model, x)
+    h = x
+    checked = 0
+    for name, layer in net:
+        h = layer.forward(h)
+        assert_close(h, ref[net.onnx_outputs[name]], rtol=rtol, what=f"layer {name}")
+        checked += 1
+    return checked
+
+
+def test_vgg_like_every_layer_matches_onnxruntime(rng):
+    desc = vgg_desc(rng)
+    model = build_model(desc, ["N", 3, 33, 33], opset=12)
+    net = inv.OnnxNet(model)
+    assert net.names == ["c1", "r1", "c2", "r2", "p1", "c3", "n1", "p2", "c4", "r4", "flat",
+                         "fc1", "r5", "fc2", "prob"]
+    assert net.code_shape("p1") == (8, 16, 16)
+    assert net.code_shape("c3") == (12, 15, 15)
+    assert net.code_shape("p2") == (12, 7, 7)
+    assert net.code_shape("c4") == (16, 4, 4)
+    x = np.concatenate([photo(33), photo(33, which="coffee")])
+    assert compare_all_layers(net, model, x) == 15
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_vgg_like_opsets_and_unnamed_nodes(rng, opset):
+    desc = vgg_desc(rng)
+    model = build_model(desc, ["N", 3, 33, 33], opset=opset, name_nodes=False)
+    net = inv.OnnxNet(model)
+    assert net.names[0] == "c1_out" and net.opset == opset
+    compare_all_layers(net, model, photo(33))
+
+
+@pytest.mark.parametrize("pads,ceil_mode,size", [
+    ([0, 0, 0, 0], 0, 12),   # floor: one window fewer than Caffe's ceil -> cropped
+    ([0, 0, 0, 0], 1, 12),   # ceil mode: the native rule
+    ([0, 0, 1, 1], 0, 12),   # the model zoo's emulation of Caffe's ceil mode
+    ([1, 1, 1, 1], 0, 11),
+    ([1, 2, 0, 0], 1, 13),
+    ([1, 1, 1, 1], 1, 12),
+])
+def test_maxpool_modes_match_onnxruntime_and_torch(rng, pads, ceil_mode, size):
+    torch = require("torch")
+    desc = pool_desc(rng, pads, ceil_mode)
+    model = build_model(desc, [1, 3, size + 2, size + 2])
+    net = inv.OnnxNet(model)
+    x = photo(size + 2)
+    compare_all_layers(net, model, x)
+    y = net.forward(x)
+    dy = f32(rng.standard_normal(y.shape))
+    dx = net.backward(dy)
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    (torch_forward(desc, xt)["r"] * torch.tensor(dy.astype(np.float64))).sum().backward()
+    assert_close(dx, xt.grad, what="dx")
+
+
+def test_vgg_like_backward_matches_torch_autograd(rng):
+    torch = require("torch")
+    desc = vgg_desc(rng)
+    net = inv.OnnxNet(build_model(desc, [1, 3, 33, 33]))
+    x = np.concatenate([photo(33), photo(33, which="coffee")])
+    for stop in ("c1", "c3", "p2", "c4", "fc1", "prob"):
+        y = net.forward_to(x, stop)
+        dy = f32(rng.standard_normal(y.shape))
+        dx = net.backward(dy)
+        xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+        out = torch_forward(desc, xt, stop)[stop]
+        assert_close(y, out, what=f"{stop} forward")
+        (out * torch.tensor(dy.astype(np.float64))).sum().backward()
+        assert_close(dx, xt.grad, what=f"dx through {stop}")
+
+
+def test_legacy_opset_attributes_load(rng):
+    """Opset-6 style nodes (Gemm broadcast, Dropout is_test, Reshape by attribute) load as the
+    opset-12 net does (onnxruntime has no opset-6 kernels to compare with)."""
+    w1, b1 = he(rng, (6, 3, 3, 3)), f32(rng.standard_normal(6))
+    w2, b2 = f32(rng.standard_normal((10, 6 * 4 * 4)) / 10), f32(rng.standard_normal(10))
+    old = [("Conv", "c", [w1, b1], dict(kernel_shape=[3, 3])), ("Relu", "r", [], {}),
+           ("MaxPool", "p", [], dict(kernel_shape=[2, 2], strides=[2, 2])),
+           ("Reshape", "flat", [], dict(shape=[1, -1])),
+           ("Gemm", "fc", [w2, b2], dict(transB=1, broadcast=1)),
+           ("Dropout", "d", [], dict(is_test=1))]
+    new = [e if e[0] != "Reshape" else ("Flatten", "flat", [], {}) for e in old]
+    new = [e if e[0] != "Gemm" else ("Gemm", "fc", [w2, b2], dict(transB=1)) for e in new]
+    new = [e for e in new if e[0] != "Dropout"]
+    a = inv.OnnxNet(build_model(old, [1, 3, 10, 10], opset=4))
+    b = inv.OnnxNet(build_model(new, [1, 3, 10, 10], opset=12))
+    x = photo(10)
+    assert_close(a.forward(x), b.forward(x), rtol=0, atol=0)
+    assert_close(a.forward(x), ort_outputs(build_model(new, [1, 3, 10, 10]), x)["fc_out"])
+
+
+def test_reshape_constant_node_and_matmul_without_bias(rng):
+    desc = [("Conv", "c", [he(rng, (4, 3, 3, 3))], {}),
+            ("ReshapeConst", "flat", [np.array([0, -1], np.int64)], {}),
+            ("MatMul", "fc", [f32(rng.standard_normal((4 * 6 * 6, 5)))], {})]
+    model = build_model(desc, [2, 3, 8, 8], opset=13)
+    net = inv.OnnxNet(model)
+    assert net.names == ["c", "flat", "fc"]
+    compare_all_layers(net, model, np.concatenate([photo(8), photo(8, which="coffee")]))
+
+
+# ------------------------------------------------------------ full CaffeNet
+CAFFE_ONNX_NAMES = {"conv1": "conv1_1", "relu1": "conv1_2", "mpool1": "pool1_1",
+                    "norm1": "norm1_1", "conv2": "conv2_1", "relu2": "conv2_2",
+                    "mpool2": "pool2_1", "norm2": "norm2_1", "conv3": "conv3_1",
+                    "relu3": "conv3_2", "conv4": "conv4_1", "relu4": "conv4_2",
+                    "conv5": "conv5_1", "relu5": "conv5_2", "mpool5": "pool5_1", "fc6": "fc6_1",
+                    "relu6": "fc6_2", "fc7": "fc7_1", "relu7": "fc7_2", "fc8": "fc8_1"}
+
+
+def caffenet_onnx_model(seed=0, alexnet=False):
+    """A CaffeNet-shaped ONNX graph in the model zoo's style (caffe2 export): unnamed nodes,
+    tensors conv1_1, conv1_2, pool1_1, ..., MaxPool pads [0, 0, 1, 1] emulating Caffe's ceil
+    mode, Reshape before fc6, Dropout, Gemm with transB, final Softmax; random weights."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    cur = "data_0"
+
+    def add(op, out, params=(), **attrs):
+        nonlocal cur
+        names = []
+        for pname, a in params:
+            inits.append(numpy_helper.from_array(a, pname))
+            names.append(pname)
+        nodes.append(helper.make_node(op, [cur] + names, [out], **attrs))
+        cur = out
+
+    def conv(i, cout, cin, k, s, p, g):
+        w = rng.standard_normal((cout, cin // g, k, k), dtype=np.float32)
+        w *= np.float32(np.sqrt(2.0 / (cin // g * k * k)))
+        b = f32(0.1 * rng.standard_normal(cout) + 0.05)
+        add("Conv", f"conv{i}_1", [(f"conv{i}_w_0", w), (f"conv{i}_b_0", b)], kernel_shape=[k, k],
+            strides=[s, s], pads=[p] * 4, group=g)
+        add("Relu", f"conv{i}_2")
+
+    def pool(i):
+        add("MaxPool", f"pool{i}_1", kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1])
+
+    def lrn(i):
+        add("LRN", f"norm{i}_1", size=5, alpha=1e-4, beta=0.75, bias=1.0)
+
+    def fc(i, cout, cin, relu=True):
+        w = rng.standard_normal((cout, cin), dtype=np.float32)
+        w *= np.float32(np.sqrt(2.0 / cin))
+        b = f32(0.1 * rng.standard_normal(cout))
+        add("Gemm", f"fc{i}_1", [(f"fc{i}_w_0", w), (f"fc{i}_b_0", b)], transB=1)
+        if relu:
+            add("Relu", f"fc{i}_2")
+            add("Dropout", f"fc{i}_3")
+
+    conv(1, 96, 3, 11, 4, 0, 1)
+    (lrn(1), pool(1)) if alexnet else (pool(1), lrn(1))
+    conv(2, 256, 96, 5, 1, 2, 2)
+    (lrn(2), pool(2)) if alexnet else (pool(2), lrn(2))
+    conv(3, 384, 256, 3, 1, 1, 1)
+    conv(4, 384, 384, 3, 1, 1, 2)
+    conv(5, 256, 384, 3, 1, 1, 2)
+    pool(5)
+    inits.append(numpy_helper.from_array(np.array([0, -1], np.int64), "OC2_DUMMY_1"))
+    nodes.append(helper.make_node("Reshape", [cur, "OC2_DUMMY_1"], ["OC2_DUMMY_0"]))
+    cur = "OC2_DUMMY_0"
+    fc(6, 4096, 9216)
+    fc(7, 4096, 4096)
+    fc(8, 1000, 4096, relu=False)
+    add("Softmax", "prob_1")
+    outs = [n.output[0] for n in nodes]
+    inp = helper.make_tensor_value_info("data_0", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    graph = helper.make_graph(nodes, "caffenet", [inp],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                               for o in outs[::-1]], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    return model
+
+
+@pytest.fixture(scope="module")
+def caffenet_onnx(tmp_path_factory):
+    """One CaffeNet-sized ONNX file (61M random weights, ~240 MB) for the whole module."""
+    path = tmp_path_factory.mktemp("onnx") / "caffenet.onnx"
+    onnx.save(caffenet_onnx_model(), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def caffenet_and_ort(caffenet_onnx):
+    """(CaffeNet.from_onnx, onnxruntime outputs of every tensor) on two photos at 227."""
+    net = inv.CaffeNet.from_onnx(caffenet_onnx)
+    from skimage import data
+
+    x = np.concatenate([net.preprocess(data.astronaut()), net.preprocess(data.coffee())])
+    return net, x, ort_outputs(caffenet_onnx, x, "data_0")
+
+
+def test_caffenet_from_onnx_every_layer_matches_onnxruntime(caffenet_and_ort):
+    net, x, ref = caffenet_and_ort
+    assert net.names == list(inv.representations.caffenet.CAFFENET_LAYERS)
+    assert net.trained and net.order == "caffenet"
+    h = x
+    for name, layer in net:
+        h = layer.forward(h)
+        assert_close(h, ref[CAFFE_ONNX_NAMES[name]], what=f"CaffeNet layer {name}")
+    # activations neither vanish nor explode along the random net
+    assert 1e-2 < float(np.abs(h).max()) < 1e4
+
+
+def test_caffenet_from_onnx_backward_matches_torch(caffenet_and_ort, rng):
+    torch = require("torch")
+    F = torch.nn.functional
+    net, x, _ = caffenet_and_ort
+    w = {k: torch.tensor(v.astype(np.float64)) for k, v in net.weights().items()}
+    # jitter: flat photo regions give exactly tied pooling windows, whose winner float32 and
+    # float64 rounding may pick differently (a kink, not an error)
+    x1 = f32(x[:1] + rng.uniform(-2.0, 2.0, x[:1].shape))
+    xt = torch.tensor(x1.astype(np.float64), requires_grad=True)
+    t = F.relu(F.conv2d(xt, w["conv1.weight"], w["conv1.bias"], stride=4))
+    lrn = lambda u: F.local_response_norm(u, 5, 1e-4, 0.75, 1.0)  # noqa: E731
+    t = lrn(F.max_pool2d(t, 3, 2, ceil_mode=True))
+    t = F.relu(F.conv2d(t, w["conv2.weight"], w["conv2.bias"], padding=2, groups=2))
+    norm2 = lrn(F.max_pool2d(t, 3, 2, ceil_mode=True))
+    t = F.relu(F.conv2d(norm2, w["conv3.weight"], w["conv3.bias"], padding=1))
+    t = F.relu(F.conv2d(t, w["conv4.weight"], w["conv4.bias"], padding=1, groups=2))
+    t = F.relu(F.conv2d(t, w["conv5.weight"], w["conv5.bias"], padding=1, groups=2))
+    t = F.max_pool2d(t, 3, 2, ceil_mode=True).flatten(1)
+    t = F.relu(F.linear(t, w["fc6.weight"], w["fc6.bias"]))
+    t = F.relu(F.linear(t, w["fc7.weight"], w["fc7.bias"]))
+    fc8 = F.linear(t, w["fc8.weight"], w["fc8.bias"])
+    for name, out in (("norm2", norm2), ("fc8", fc8)):
+        y = net.forward_to(x1, name)
+        assert_close(y, out, what=f"{name} forward")
+        dy = f32(rng.standard_normal(y.shape))
+        dx = net.backward(dy)
+        xt.grad = None
+        (out * torch.tensor(dy.astype(np.float64))).sum().backward(retain_graph=True)
+        assert_close(dx, xt.grad, what=f"dx through {name}")
+
+
+def test_onnxnet_on_caffenet_at_224_like_the_zoo(caffenet_onnx):
+    """The zoo's files take 224 x 224: OnnxNet runs the graph at that size (MaxPool pads
+    [0, 0, 1, 1] in floor mode give Caffe's ceil-mode sizes), softmax included."""
+    net = inv.OnnxNet(caffenet_onnx, input_size=224)
+    assert net.names[0] == "conv1_1" and net.names[-1] == "prob_1"
+    assert net.code_shape("pool5_1") == (256, 6, 6)
+    from skimage import data
+
+    x = net.preprocess(data.chelsea())
+    assert x.shape == (1, 3, 224, 224)
+    ref = ort_outputs(caffenet_onnx, x, "data_0")
+    h = x
+    for name, layer in net:
+        h = layer.forward(h)
+        assert_close(h, ref[net.onnx_outputs[name]], what=f"layer {name}")
+    assert_close(h.sum(axis=1), np.ones(1), what="softmax sums")
+    # receptive fields are computed for any net
+    assert net.receptive_field("pool5_1") == (195, 32)
+    assert net.receptive_field("fc6_1") == (355, 32) and net.receptive_field("prob_1") == (355, 32)
+
+
+def test_alexnet_order_from_onnx(rng):
+    """The BVLC AlexNet puts LRN before pooling: CaffeNet.from_onnx keeps the paper's names in
+    that order. (Built small: the fc weights are the only thing checked beyond the order.)"""
+    model = caffenet_onnx_model(seed=1, alexnet=True)
+    net = inv.CaffeNet.from_onnx(model)
+    assert net.order == "alexnet"
+    assert net.names[:4] == ["conv1", "relu1", "norm1", "mpool1"]
+    assert net.receptive_field("norm1") == (11, 4) and net.receptive_field("mpool1") == (19, 8)
+    from skimage import data
+
+    x = net.preprocess(data.astronaut())
+    ref = ort_outputs(model, x, "data_0")
+    assert_close(net.forward_to(x, "mpool2"), ref["pool2_1"], what="mpool2")
+    assert_close(net.forward(x), ref["fc8_1"], what="fc8")
+
+
+# ------------------------------------------------------------ bad input
+def _small(rng, extra=(), opset=12, **kw):
+    desc = [("Conv", "c1", [he(rng, (4, 3, 3, 3))], dict(pads=[1, 1, 1, 1]))] + list(extra)
+    return build_model(desc, [1, 3, 8, 8], opset=opset, **kw)
+
+
+def test_unsupported_ops_name_the_op_and_node(rng):
+    m = _small(rng, [("AveragePool", "avg", [], dict(kernel_shape=[2, 2]))])
+    with pytest.raises(OnnxError, match=r"unsupported op AveragePool in AveragePool node 'avg'"):
+        inv.OnnxNet(m)
+    m = _small(rng, [("BatchNormalization", "bn",
+                      [np.ones(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32),
+                       np.ones(4, np.float32)], {})])
+    with pytest.raises(OnnxError, match=r"BatchNormalization node 'bn'"):
+        inv.OnnxNet(m)
+
+
+def test_non_sequential_graphs_are_refused(rng):
+    w = numpy_helper.from_array(he(rng, (4, 3, 3, 3)), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="ca", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w"], ["b"], name="cb", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a", "b"], ["y"], name="sum")]
+    g = helper.make_graph(nodes, "branch", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                          [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[w])
+    with pytest.raises(OnnxError, match="not sequential"):
+        inv.OnnxNet(helper.make_model(g))
+    # a skip connection: Relu reads the input again
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="ca", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["x"], ["y"], name="r")]
+    g = helper.make_graph(nodes, "skip", g.input, g.output, initializer=[w])
+    with pytest.raises(OnnxError, match=r"not sequential: 'x' is read by 2 nodes "
+                                        r"\(Conv node 'ca', Relu node 'r'\)"):
+        inv.OnnxNet(helper.make_model(g))
+
+
+@pytest.mark.parametrize("extra,match", [
+    ([("LRN", "n", [], dict(size=4))], "only odd sizes"),
+    ([("Conv", "c2", [he(np.random.default_rng(0), (4, 4, 3, 3))], dict(dilations=[2, 2]))],
+     "dilations"),
+    ([("Flatten", "f", [], {}), ("Gemm", "g", [np.ones((64, 3), np.float32)], dict(transA=1))],
+     "transA"),
+    ([("Flatten", "f", [], dict(axis=2))], "axis=1"),
+    ([("Reshape", "f", [], dict(shape=[4, -1]))], "flattens each sample"),
+    ([("Reshape", "f", [], dict(shape=[1, 100]))], "Flatten to 100 features"),
+    ([("Relu", "r", [], {}), ("Add", "a", [np.ones(4, np.float32)], {})], "bias of a MatMul"),
+    ([("MaxPool", "p", [], dict(kernel_shape=[2, 2], pads=[2, 2, 2, 2]))], "padding 2 >= kernel"),
+])
+def test_unsupported_attributes_say_why(rng, extra, match):
+    with pytest.raises(OnnxError, match=match):
+        net = inv.OnnxNet(_small(rng, extra))
+        net.forward(photo(8))
+
+
+def test_bad_files_and_inputs(rng, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        inv.OnnxNet(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a protobuf \xff\xfe")
+    with pytest.raises(OnnxError, match="not a readable ONNX model"):
+        inv.OnnxNet(bad)
+    sym = build_model([("Relu", "r", [], {})], ["N", 3, "H", "W"])
+    with pytest.raises(OnnxError, match="input_size"):
+        inv.OnnxNet(sym)
+    assert inv.OnnxNet(sym, input_size=(5, 7)).input_shape == (3, 5, 7)
+    net = inv.OnnxNet(_small(rng))
+    with pytest.raises(ValueError, match=r"\(N, 3, 8, 8\)"):
+        net.forward(photo(9))
+    with pytest.raises(ValueError, match="no layer named 'c9'"):
+        net.representation("c9")
+    # a weight that does not fit the previous layer
+    m = _small(rng, [("Conv", "c2", [he(rng, (4, 5, 3, 3))], {})])
+    with pytest.raises(ValueError, match="layer 'c2'.*takes 5 channels"):
+        inv.OnnxNet(m)
+
+
+def test_caffenet_from_onnx_refuses_other_nets(rng, tmp_path):
+    with pytest.raises(OnnxError, match="not CaffeNet's or AlexNet's"):
+        inv.CaffeNet.from_onnx(build_model(vgg_desc(rng), [1, 3, 33, 33]))
