@@ -528,6 +528,10 @@ def build_layer(spec: LayerSpec) -> Layer:
             return conv
         return _Windowed(conv, at["kernel"], at["strides"], pads, auto, 0, spec.where)
     if spec.op == "pool":
+        for pb, k in zip(pads, list(at["kernel"]) * 2):
+            if pb >= k:
+                raise OnnxError(f"{spec.where}: padding {pb} >= kernel {k} is not supported by "
+                                "the native max-pool")
         pool = MaxPool2d(tuple(at["kernel"]), tuple(at["strides"]), tuple(pads[:2]))
         if symmetric and at["ceil_mode"] == 1 and max(pads) < min(at["kernel"]):
             return pool  # ONNX's ceil mode is the native size rule

@@ -4,7 +4,9 @@ As in the authors' code, the input is the grey image as 255*gray - 128 at its ow
 (all images of one set share a size, so that their codes can be compared), HOG is the
 paper's 27-D UoCTTI variant (texture dims dropped), HOGb the same with bilinear orientation
 binning, and DSIFT the authors' network (bin size 5, a descriptor every 3 bins, one L2
-normalisation). Settings: lambda_alpha = 2.16e8, lambda_V = 5, beta = 2, momentum 0.9, and
+normalisation). Settings, those of the authors' Table 1 script: lambda_alpha of their code at
+the image's scale (invert.code_lambda_alpha: 2.16e8 at 227x227x3, less for smaller images),
+lambda_V = 0.5 (their lambdaTV = 1, halved by their objective), beta = 2, momentum 0.9, and
 0.004 x [1, 0.1, 0.01, 0.001] for 200 iterations each.
 """
 
@@ -54,9 +56,14 @@ def to_gray(image) -> np.ndarray:
 
 
 def fit(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize (keeping the aspect ratio) and centre-crop to size = (H, W), with Pillow."""
+    """Resize (keeping the aspect ratio) and centre-crop to size = (H, W), with Pillow.
+
+    ``gray`` is H x W, or H x W x C (each channel resized alike); values in [0, 255].
+    """
     from PIL import Image
 
+    if gray.ndim == 3:
+        return np.stack([fit(gray[..., c], size) for c in range(gray.shape[2])], axis=-1)
     H, W = size
     h, w = gray.shape
     s = max(H / h, W / w)
@@ -94,14 +101,68 @@ def invert_gray(name: str, gray: np.ndarray, rep=None, **options) -> ShallowInve
 
     ``options`` go to :func:`invert_native.invert` (e.g. restarts, iterations, seed, callback).
     """
+    return invert_image(name, gray, rep, **options)
+
+
+def invert_image(name: str, image: np.ndarray, rep=None, device: str = "cpu",
+                 **options) -> ShallowInversion:
+    """Invert the code of a grey (H x W) or colour (H x W x 3, HOG only) image in [0, 255].
+
+    The image enters as image - 128 (the authors' 255*gray - 128); ``device="cuda"`` runs the
+    inversion on the GPU (CuPy). ``options`` go to :func:`invert_native.invert`. The
+    reconstructions come back with 128 added, clipped to [0, 255] (R x H x W, or R x H x W x 3).
+    """
     rep = make_representation(name) if rep is None else rep
-    x0 = (gray.astype(np.float32) - 128.0)[None, None]  # 255*gray - 128, as in the authors' code
-    code = rep.forward(np.ascontiguousarray(x0))
-    res = _invert(rep, code, image_shape=(gray.shape[0], gray.shape[1], 1), **options)
-    pixels = np.ascontiguousarray(res.images.transpose(0, 3, 1, 2))  # (R, 1, H, W), mean-free
-    codes = rep.forward(pixels)
-    recon = np.clip(res.images[..., 0] + 128.0, 0, 255)
-    return ShallowInversion(name, gray, recon, code[0], codes, res)
+    a = np.asarray(image, np.float32)
+    colour = a.ndim == 3
+    x0 = (a - 128.0).transpose(2, 0, 1)[None] if colour else (a - 128.0)[None, None]
+    x0 = np.ascontiguousarray(x0)
+    if device == "cuda":
+        import cupy
+
+        x0 = cupy.asarray(x0)
+    code = rep.forward(x0)
+    res = _invert(rep, code, image_shape=(a.shape[0], a.shape[1], 3 if colour else 1), **options)
+    pixels = np.ascontiguousarray(res.images.transpose(0, 3, 1, 2))  # (R, C, H, W), mean-free
+    codes = _host(rep.forward(_device(pixels) if device == "cuda" else pixels))
+    recon = np.clip(res.images + 128.0, 0, 255)
+    return ShallowInversion(name, a, recon if colour else recon[..., 0], _host(code[0]), codes,
+                            res)
+
+
+def _device(a):
+    import cupy
+
+    return cupy.asarray(a)
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def set_scale(codes) -> tuple[float, float]:
+    """(N_Phi, mean squared distance) of the codes of an image set (M >= 2 codes, (M, ...)):
+    the normalisers of the paper's metric and of the authors' script's squared one."""
+    codes = np.asarray(codes, np.float64)
+    return mean_pairwise_distance(codes), mean_pairwise_distance(codes, squared=True)
+
+
+def image_errors(code, rec_codes, scale=None) -> dict:
+    """Errors of the reconstructions of one image, one value per restart.
+
+    ``code``: Phi(x0); ``rec_codes``: (R, ...) codes of the reconstructions; ``scale``: the
+    image set's :func:`set_scale`, or None (one image: only the relative error). Returns
+    'relative' (||Phi(x*) - Phi(x0)|| / ||Phi(x0)||) and, with ``scale``, 'paper'
+    (||Phi(x*) - Phi(x0)|| / N_Phi) and 'squared' (||.||^2 / mean squared distance).
+    """
+    c = np.asarray(code, np.float64).ravel()
+    r = np.asarray(rec_codes, np.float64).reshape(len(rec_codes), -1)
+    d2 = ((r - c) ** 2).sum(axis=1)
+    out = {"relative": np.sqrt(d2 / (c ** 2).sum())}
+    if scale is not None:
+        out["paper"] = np.sqrt(d2) / scale[0]
+        out["squared"] = d2 / scale[1]
+    return out
 
 
 def errors(inversions: list[ShallowInversion]) -> dict:

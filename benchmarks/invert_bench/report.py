@@ -1,0 +1,164 @@
+"""The benchmark's output: one JSON file (everything, samples' statistics included) and one
+Markdown file (the tables), written side by side into the output folder.
+
+Files: ``bench-<device>[-quick].json`` and ``.md``, overwritten by the next run of the same
+kind, plus (full runs only) a time-stamped copy of the JSON
+(``bench-<device>-<YYYYmmdd-HHMMSS>.json``) so that runs can be compared over time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from . import machine
+
+
+def _ms(s):
+    """Milliseconds with three significant digits."""
+    v = s["median_s"] * 1e3
+    txt = f"{v:.3g}" if v < 100 else f"{v:.0f}"
+    return f"{txt} ±{100 * s['spread']:.0f}%"
+
+
+def _s(s):
+    """Seconds: the median, and the fastest run when there were several."""
+    txt = f"{s['median_s']:.2f}"
+    return txt + (f" (min {s['min_s']:.2f})" if s["n"] > 1 else "")
+
+
+def _rate(r):
+    if not r:
+        return "–"
+    return f"{r['value']:.3g} {r['unit']} ({100 * r['fraction']:.0f}%)"
+
+
+def _diff(row):
+    d = row.get("max_rel_diff")
+    if not d:
+        return "–"
+    # the table shows the max differences; the L2 ones are in the JSON
+    return " / ".join(f"{v:.0e}" for k, v in d.items() if not k.endswith("_l2"))
+
+
+def _ratio(row):
+    c = row.get("contention")
+    mark = " †" if c is not None and c > 0.1 else ""
+    return f"**{row['ratio']:.2f}**{mark}"
+
+
+def _not_timed(row):
+    why = row.get("error") or ("results differ: " + _diff(row))
+    return f"not timed ({why})"
+
+
+def markdown(result: dict) -> str:
+    m, peaks = result["machine"], result["peaks"]
+    sg, mem = peaks["sgemm"], peaks["memory"]
+    unit = "ms"
+    lines = [
+        f"### invert_native vs PyTorch — {result['machine']['device'].upper()}"
+        + (" (quick mode: tiny sizes, few repetitions; not a measurement)"
+           if result["quick"] else ""),
+        "",
+        f"- Machine: {machine.summary(m)}; {m['threads']} thread(s) for both libraries "
+        f"(`torch.set_num_threads`, `invert_native.set_num_threads`).",
+        f"- Measured by the benchmark: SGEMM {sg['gflops']:.0f} GFLOP/s (best of NumPy "
+        + (f"{sg['numpy']:.0f}, " if "numpy" in sg else "")
+        + f"PyTorch {sg['torch']:.0f}; n = {sg['n']}), memory read {mem['gbs']:.1f} GB/s "
+        f"(sum of a {mem['megabytes']} MiB array).",
+        f"- Software: invert_native {m['invert_native']}, PyTorch {m['torch']} "
+        f"(CPU capability {m.get('torch_cpu_capability')}), NumPy {m['numpy']}, Python "
+        f"{m['python']}, {m['os']}.",
+        f"- Load average (1, 5, 15 min) at start {m.get('load_average_start')}, at end "
+        f"{m.get('load_average_end')}; run {result['created']}, {result['duration_s']:.0f} s.",
+        f"- CaffeNet weights: {result['caffenet']}.",
+        "- Times are medians of runs alternating ours / PyTorch after warm-up, ± half the "
+        "interquartile range; **ratio = ours / PyTorch (< 1: we are faster)**; rates in "
+        "parentheses are fractions of the measured SGEMM rate (GFLOP/s) or memory bandwidth "
+        "(GB/s of the bytes the op must read and write; tensors that stay in cache can pass "
+        "100%); *max rel diff* = max|ours − PyTorch| / max|PyTorch| of each result, checked "
+        "before timing (gradients also by their relative L2 difference, in the JSON).",
+    ]
+    cont = [r["contention"] for r in result["rows"] if r.get("contention") is not None]
+    if cont:
+        lines.append(f"- Other processes' CPU use while rows were measured (from /proc/stat): at "
+                     f"most {max(cont):.2f} of a core (median {sorted(cont)[len(cont) // 2]:.2f})."
+                     " The load average above includes this benchmark's own threads.")
+    marked = [r for r in result["rows"] if (r.get("contention") or 0) > 0.1]
+    if marked:
+        lines.append(f"- † {len(marked)} row(s) were measured while other processes used more "
+                     "than 0.1 of a core (from /proc/stat; each was measured up to 3 times and "
+                     "the least disturbed kept): read their times with care.")
+    for note in result.get("notes", []):
+        lines.append(f"- Note: {note}")
+    for miss in result.get("missing", []):
+        lines.append(f"- Missing: {miss}")
+    rows = result["rows"]
+
+    it = [r for r in rows if r["section"] == "per_iteration"]
+    if it:
+        lines += ["", "#### Per iteration: forward + backward-to-input + regularisers + update", "",
+                  f"| representation | batch | ours ({unit}) | PyTorch ({unit}) | ratio | "
+                  "ours rate "
+                  "| PyTorch rate | max rel diff (target / E / grad) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for r in it:
+            if r["status"] != "ok":
+                lines.append(f"| {r['name']} | {r['batch']} | {_not_timed(r)} ||||||")
+                continue
+            lines.append(f"| {r['name']} | {r['batch']} | {_ms(r['ours'])} | {_ms(r['torch'])} | "
+                         f"{_ratio(r)} | {_rate(r.get('ours_rate'))} | "
+                         f"{_rate(r.get('torch_rate'))} | {_diff(r)} |")
+
+    ops = [r for r in rows if r["section"] == "per_op"]
+    if ops:
+        lines += ["", "#### Per op (batch 1)", "",
+                  f"| op | input | pass | ours ({unit}) | PyTorch ({unit}) | ratio | ours rate | "
+                  "PyTorch rate | max rel diff |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---|"]
+        for r in ops:
+            head = f"| {r['group']} {r['op']} | {r['shape']} | {r['pass']} |"
+            if r["status"] != "ok":
+                lines.append(f"{head} {_not_timed(r)} |||||")
+                continue
+            lines.append(f"{head} {_ms(r['ours'])} | {_ms(r['torch'])} | {_ratio(r)} | "
+                         f"{_rate(r.get('ours_rate'))} | {_rate(r.get('torch_rate'))} | "
+                         f"{_diff(r)} |")
+
+    whole = [r for r in rows if r["section"] == "whole_run"]
+    if whole:
+        lines += ["", "#### Whole runs (wall time of one inversion)", "",
+                  "| run | iterations | ours (s) | PyTorch (s) | ratio of medians | "
+                  "final E ours / PyTorch | feature error ours / PyTorch |",
+                  "|---|---:|---:|---:|---:|---|---|"]
+        for r in whole:
+            if r["status"] != "ok":
+                lines.append(f"| {r['name']} | – | {_not_timed(r)} |||||")
+                continue
+            fe, ee = r["final_objective"], r["feature_error"]
+            lines.append(f"| {r['name']} | {r['iterations']} | {_s(r['ours'])} | "
+                         f"{_s(r['torch'])} | {_ratio(r)} | {fe['ours']:.4g} / {fe['torch']:.4g} | "
+                         f"{ee['ours']:.3f} / {ee['torch']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, out_dir: str) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    stem = f"bench-{result['machine']['device']}" + ("-quick" if result["quick"] else "")
+    paths = []
+    text = json.dumps(result, indent=1, default=float)
+    names = [f"{stem}.json"]
+    if not result["quick"]:
+        names.append(f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.localtime())}.json")
+    for name in names:
+        path = os.path.join(out_dir, name)
+        with open(path, "w") as f:
+            f.write(text + "\n")
+        paths.append(path)
+    path = os.path.join(out_dir, f"{stem}.md")
+    with open(path, "w") as f:
+        f.write(markdown(result))
+    paths.append(path)
+    return paths

@@ -1,0 +1,108 @@
+"""``invert-native bench``: run the benchmark suite of the source checkout (benchmarks/).
+
+The suite compares invert_native with the same inversion written in PyTorch, so it needs
+PyTorch, which the package itself does not; it lives in the repository's ``benchmarks/``
+folder rather than in the installed package. This module only defines the command's
+options and finds the suite: ``--suite DIR``, else ``$INVERT_NATIVE_BENCHMARKS``, else a
+``benchmarks/`` folder in the current directory or above it, else next to the package's
+own source (editable installs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+_PACKAGE = "invert_bench"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes and few repetitions (CI smoke run, well under a minute); "
+                        "its numbers are not measurements")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu: NumPy arrays vs PyTorch CPU tensors; cuda: CuPy arrays vs "
+                        "PyTorch CUDA tensors, timed with CUDA events (default: cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of both libraries (default: os.cpu_count())")
+    p.add_argument("--out", default=os.path.join("results", "bench"),
+                   help="output folder for the JSON and Markdown (default: results/bench)")
+    p.add_argument("--only", default=None,
+                   help="comma-separated sections to run: per_op, per_iteration, whole_run "
+                        "(default: all)")
+    p.add_argument("--budget", type=float, default=3.0,
+                   help="seconds of timing per row, at least 15 alternating pairs (default: 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random CaffeNet weights")
+    p.add_argument("--note", action="append", default=None,
+                   help="a line added to the report (e.g. 'machine shared with other jobs'); "
+                        "repeatable")
+    p.add_argument("--suite", default=None,
+                   help="the benchmarks/ folder holding the suite (default: found, see "
+                        "invert_native.bench)")
+
+
+def _candidates(explicit):
+    if explicit:
+        yield explicit
+        return
+    env = os.environ.get("INVERT_NATIVE_BENCHMARKS")
+    if env:
+        yield env
+    here = os.path.abspath(os.getcwd())
+    while True:
+        yield os.path.join(here, "benchmarks")
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    src = os.path.dirname(os.path.abspath(__file__))  # python/invert_native in a checkout
+    yield os.path.join(src, os.pardir, os.pardir, "benchmarks")
+
+
+def find_suite(explicit: str | None = None) -> str:
+    """The benchmarks/ folder holding the suite, or a RuntimeError saying where we looked."""
+    tried = []
+    for d in _candidates(explicit):
+        d = os.path.normpath(d)
+        tried.append(d)
+        if os.path.isfile(os.path.join(d, _PACKAGE, "__init__.py")):
+            return d
+    raise RuntimeError(
+        "invert-native bench: the benchmark suite (benchmarks/invert_bench) was not found; it "
+        "ships with the source checkout, not the installed package. Run the command from the "
+        "checkout, or pass --suite /path/to/checkout/benchmarks (or set "
+        f"INVERT_NATIVE_BENCHMARKS). Looked in: {', '.join(dict.fromkeys(tried))}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the suite with parsed options; returns the exit status."""
+    try:
+        suite_dir = find_suite(args.suite)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("invert-native bench: PyTorch is needed for the baseline (pip install torch)",
+              file=sys.stderr)
+        return 2
+    if suite_dir not in sys.path:
+        sys.path.insert(0, suite_dir)
+    from invert_bench import suite  # noqa: E402  (found above)
+
+    return suite.run(args)
+
+
+def main(argv: list[str] | None = None, suite_dir: str | None = None) -> int:
+    """Entry point of benchmarks/run.py and ``python -m invert_bench``."""
+    parser = argparse.ArgumentParser(
+        prog="invert-native bench",
+        description="Benchmark invert_native against the same inversion in PyTorch.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if suite_dir and not args.suite:
+        args.suite = suite_dir
+    return run(args)

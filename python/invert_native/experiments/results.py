@@ -1,0 +1,176 @@
+"""Results folders: every file written atomically, in one documented layout.
+
+A command's results folder (``invert-native demo|evaluate|layers -o OUT``)::
+
+    OUT/
+      report.md       what was run and what came out: settings, tables, the figures
+      report.json     the same, machine-readable: command line, versions, settings, notes,
+                      status ("running", "complete" or "interrupted"), one record per
+                      inversion (errors of every restart, objective, seconds), summaries
+      results.csv     one row per inversion (image, representation or layer, lambda_tv, errors)
+      summary.csv     the table of the command: mean and std per representation (evaluate,
+                      demo) or error per layer x lambda_tv (layers)
+      figure.png      originals beside reconstructions, labelled with the errors
+      images/         every original and reconstruction alone, as PNG:
+                      <image>__original.png, <image>__<representation>.png (evaluate, demo),
+                      <image>__<layer>__lv<lambda_tv>[__window5|__group1][__r<restart>].png
+                      (layers; one file per restart when --restarts > 1)
+
+``demo --weights`` adds the CaffeNet part as figure-caffenet.png and summary-caffenet.csv.
+Errors in the CSV and JSON files are fractions (0.281 is 28.1 %); the Markdown shows %.
+
+``invert-native invert IMAGE -o OUT.png`` writes OUT.png (the best restart), OUT.json (its
+settings, errors per restart and timings) and OUT.compare.png (the original beside every
+restart).
+
+Files are written to a temporary name in the same folder and renamed into place
+(``os.replace``), so a reader (or a Ctrl-C) never sees half a file; the report is rewritten
+after every finished inversion, so an interrupted run keeps everything that finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["LAYOUT", "ResultsFolder", "atomic_write", "write_text", "write_json", "write_csv",
+           "write_png", "jsonable", "slug"]
+
+# The layout above, as the CLI's --help prints it.
+LAYOUT = """\
+results folder layout:
+  OUT/report.md     settings, tables and figures, readable
+  OUT/report.json   all numbers: settings, versions, status (running/complete/interrupted),
+                    one record per inversion (errors per restart, objective, seconds)
+  OUT/results.csv   one row per inversion
+  OUT/summary.csv   the command's table (mean/std per representation, or layer x lambda_tv)
+  OUT/figure.png    originals beside reconstructions, labelled with errors
+  OUT/images/       each original and reconstruction alone (<image>__original.png,
+                    <image>__<representation>.png, <image>__<layer>__lv<lambda_tv>.png)
+  demo --weights adds figure-caffenet.png and summary-caffenet.csv.
+  invert writes OUT.png (best restart), OUT.compare.png and OUT.json instead.
+Errors in CSV/JSON are fractions (0.281 = 28.1 %). Files are replaced atomically
+and the report is rewritten after every finished inversion: Ctrl-C keeps what
+finished."""
+
+
+def atomic_write(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C included: leave no temporary file behind
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def write_text(path, text: str) -> Path:
+    return atomic_write(path, text.encode("utf-8"))
+
+
+def jsonable(obj):
+    """Plain JSON values: NumPy scalars and arrays to Python, NaN and Inf to None, paths to str."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    return str(obj)
+
+
+def write_json(path, obj) -> Path:
+    # strict JSON (no NaN): other tools read it
+    text = json.dumps(jsonable(obj), indent=2, allow_nan=False)
+    return write_text(path, text + "\n")
+
+
+def write_csv(path, rows: list[dict], columns: list[str]) -> Path:
+    """One row per dict; missing keys are empty cells, floats written with repr precision."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = jsonable(row.get(c))
+            cells.append("" if v is None else v)
+        w.writerow(cells)
+    return write_text(path, buf.getvalue())
+
+
+def write_png(path, image) -> Path:
+    """A PIL image, or an H x W (grey) / H x W x 3 array in [0, 255] (clipped, rounded)."""
+    from PIL import Image
+
+    from .figures import to_uint8
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(to_uint8(image))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return atomic_write(path, buf.getvalue())
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of ``text`` (letters, digits, '-', '_', '.')."""
+    s = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-.")
+    return s or "image"
+
+
+class ResultsFolder:
+    """A command's results folder (see the module documentation for the layout).
+
+    ``report`` is the dict written to report.json; ``rows`` the rows of results.csv.
+    """
+
+    def __init__(self, path, report: dict):
+        self.path = Path(path)
+        self.images = self.path / "images"
+        self.images.mkdir(parents=True, exist_ok=True)
+        self.report = report
+        self.rows: list[dict] = []
+
+    def image(self, name: str, image) -> str:
+        """Write images/<name>.png; returns its path relative to the folder."""
+        write_png(self.images / f"{slug(name)}.png", image)
+        return f"images/{slug(name)}.png"
+
+    def figure(self, pil_image, name: str = "figure.png") -> str:
+        write_png(self.path / name, pil_image)
+        return name
+
+    def write(self, markdown: str, columns: list[str], summary: tuple | None = None) -> None:
+        """Rewrite report.json, results.csv, report.md and (given (rows, columns)) summary.csv."""
+        write_json(self.path / "report.json", self.report)
+        write_csv(self.path / "results.csv", self.rows, columns)
+        if summary is not None:
+            write_csv(self.path / "summary.csv", *summary)
+        write_text(self.path / "report.md", markdown)

@@ -1,0 +1,440 @@
+"""End-to-end tests of the ``invert-native`` command line (demo, invert, evaluate, layers).
+
+Each subcommand runs in-process through ``cli.main(argv)`` on small images with few
+iterations, and the files it writes are checked: PNGs decode with Pillow, CSV and JSON
+parse, errors are finite and in range. Bad inputs must give exit status 2 and one line on
+stderr without a traceback. The console script itself is run as a subprocess (one
+inversion, and a Ctrl-C in the middle of a sweep: exit 130, finished results kept).
+
+The runs use ``--threads 1``: on a machine shared with other jobs, OpenMP's busy-waiting
+threads can slow small images down by orders of magnitude, and these tests time nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import invert_native
+from invert_native import cli
+
+FAST = ["--threads", "1", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    yield
+    invert_native.set_num_threads(0)  # --threads is process-wide; give the other tests theirs
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Small test images on disk: colour JPEG, grey PNG, RGBA PNG (different sizes)."""
+    from skimage import data
+
+    d = tmp_path_factory.mktemp("photos")
+    astro = data.astronaut()[::8, ::8]           # 64 x 64 x 3
+    camera = data.camera()[100:172:2, 100:196:2]  # 36 x 48 grey
+    coffee = data.coffee()[::8, ::8]             # 50 x 75 x 3
+    rgba = np.dstack([coffee, np.full(coffee.shape[:2], 255, np.uint8)])
+    Image.fromarray(astro).save(d / "astro.jpg", quality=95)
+    Image.fromarray(camera).save(d / "camera.png")
+    Image.fromarray(rgba, "RGBA").save(d / "coffee.png")
+    return d
+
+
+def run(argv, capsys):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_png(path, size=None, mode=None):
+    with Image.open(path) as im:
+        im.load()
+        assert im.format == "PNG"
+        if size is not None:
+            assert im.size == size  # (W, H)
+        if mode is not None:
+            assert im.mode == mode
+        return np.asarray(im)
+
+
+def assert_error(value, lo=0.0, hi=3.0):
+    v = float(value)
+    assert math.isfinite(v) and lo <= v <= hi, value
+
+
+def assert_folder(out: Path, n_rows: int):
+    """The documented layout: report.md/json, results.csv, summary.csv, figure.png, images/."""
+    for name in ("report.md", "report.json", "results.csv", "summary.csv", "figure.png"):
+        assert (out / name).is_file(), name
+    assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "complete"
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == n_rows
+    for r in rows:
+        assert r["status"] == "ok"
+        assert_error(r["error_relative"])
+        assert_png(out / r["file"])
+    assert_png(out / "figure.png", mode="RGB")
+    return report, rows
+
+
+# ---------------------------------------------------------------------- help
+def test_help_documents_commands_and_layout(capsys):
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    for word in ("demo", "invert", "evaluate", "layers", "info", "bench", "report.json",
+                 "summary.csv"):
+        assert word in out
+    for command in ("demo", "invert", "evaluate", "layers"):
+        code, out, _ = run([command, "--help"], capsys)
+        assert code == 0 and "--quiet" in out and "--debug" in out
+
+
+# ---------------------------------------------------------------------- demo
+def test_demo_quick_with_untrained_caffenet(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, err = run(["demo", "--quick", "--size", "48x64", "--iterations", "30",
+                             "--random-weights", "--layers", "conv1,relu1", "-o", out] + FAST,
+                            capsys)
+    assert code == 0, err
+    assert str(out) in stdout
+    assert "UNTRAINED" in err  # the warning survives --quiet
+    report, rows = assert_folder(out, n_rows=2 * 3 + 2)
+    assert report["warnings"] and "UNTRAINED" in report["warnings"][0]
+    summary = read_csv(out / "summary.csv")
+    assert [r["representation"] for r in summary] == ["hog", "hogb", "dsift"]
+    for r in summary:
+        assert int(r["images"]) == 2
+        assert_error(r["error_mean"])
+        assert_error(r["error_squared_mean"])
+        assert_error(r["error_std"], hi=1.0)
+    deep = read_csv(out / "summary-caffenet.csv")
+    assert [r["layer"] for r in deep] == ["conv1", "relu1"]
+    assert all(float(r["lambda_tv"]) == 0.5 for r in deep)  # the paper's for layers 1-6
+    assert_png(out / "figure-caffenet.png", mode="RGB")
+    assert_png(out / "images" / "astronaut__original.png", size=(64, 48))
+    assert_png(out / "images" / "astronaut__hog.png", size=(64, 48), mode="L")
+    assert_png(out / "images" / "astronaut-colour__original.png", size=(227, 227), mode="RGB")
+    assert_png(out / "images" / "astronaut-colour__conv1__lv0.5.png", size=(227, 227),
+               mode="RGB")
+    md = (out / "report.md").read_text()
+    assert "Table 1" in md and "UNTRAINED" in md and "28.10" in md
+
+
+# ---------------------------------------------------------------------- invert
+def test_invert_hog_restarts_and_sidecar(photos, tmp_path, capsys):
+    out = tmp_path / "sub" / "astro-hog.png"
+    code, stdout, err = run(["invert", photos / "astro.jpg", "--rep", "hog", "--restarts", "2",
+                             "--iterations", "40", "-o", out] + FAST, capsys)
+    assert code == 0, err
+    assert_png(out, size=(64, 64), mode="L")
+    assert_png(out.with_name("astro-hog.compare.png"), mode="RGB")
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["representation"]["name"] == "hog"
+    assert side["settings"]["iterations"] == 40 and side["settings"]["restarts"] == 2
+    assert len(side["restarts"]) == 2
+    for r in side["restarts"]:
+        assert_error(r["error_relative"])
+        assert r["objective"] > 0
+    assert side["best_restart"] in (0, 1)
+    assert side["timings"]["inversion_s"] > 0 and side["timings"]["per_iteration_ms"] > 0
+    assert side["input"]["size"] == [64, 64]
+
+
+def test_invert_color_hogb_and_grey_input(photos, tmp_path, capsys):
+    out = tmp_path / "c.png"
+    code, _, err = run(["invert", photos / "astro.jpg", "--rep", "hogb", "--color",
+                        "--iterations", "20", "-o", out, "--threads", "1"], capsys)
+    assert code == 0, err
+    assert_png(out, size=(64, 64), mode="RGB")
+    # a grey image for DSIFT, brought to a size
+    out = tmp_path / "g.png"
+    code, _, err = run(["invert", photos / "camera.png", "--rep", "dsift", "--size", "32x40",
+                        "--iterations", "20", "-o", out, "--threads", "1"], capsys)
+    assert code == 0, err
+    assert_png(out, size=(40, 32), mode="L")
+    assert "resized from 36x48 to 32x40" in err
+
+
+def test_invert_caffenet_untrained_is_labelled(photos, tmp_path, capsys):
+    out = tmp_path / "c1.png"
+    code, _, err = run(["invert", photos / "camera.png", "--rep", "caffenet:conv1",
+                        "--random-weights", "--iterations", "3", "-o", out] + FAST, capsys)
+    assert code == 0, err
+    assert "UNTRAINED" in err
+    assert_png(out, size=(227, 227), mode="RGB")
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["representation"]["weights"]["trained"] is False
+    assert any("UNTRAINED" in w for w in side["warnings"])
+    assert side["representation"]["code_shape"] == [96, 55, 55]
+    assert_error(side["restarts"][0]["error_relative"])
+
+
+# ---------------------------------------------------------------------- evaluate
+def test_evaluate_table1_on_mixed_images(photos, tmp_path, capsys):
+    out = tmp_path / "t1"
+    code, stdout, err = run(["evaluate", photos / "astro.jpg", photos / "camera.png",
+                             photos / "coffee.png", "--rep", "hog,dsift", "--iterations", "40",
+                             "-o", out, "--threads", "1"], capsys)
+    assert code == 0, err
+    assert "alpha channel" in err  # RGBA composited, and said so
+    report, rows = assert_folder(out, n_rows=3 * 2)
+    # default common size: smallest height x smallest width (36 x 48)
+    assert report["sections"]["table1"]["size"] == [36, 48]
+    for r in rows:
+        assert_error(r["error"])
+        assert_error(r["error_squared"])
+        assert_png(out / r["file"], size=(48, 36))
+    summary = read_csv(out / "summary.csv")
+    assert [r["representation"] for r in summary] == ["hog", "dsift"]
+    for r in summary:
+        assert int(r["images"]) == 3
+        assert_error(r["error_mean"])
+        assert 0 <= float(r["error_std"]) < float(r["error_mean"]) + 1
+    # the markdown table parses: a row per representation with a mean ± std
+    md = (out / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| HOG |")]
+    assert len(table) == 1 and "±" in table[0]
+    # the summary on stdout is the same table
+    assert "| HOG | 3 |" in stdout
+    sec = report["sections"]["table1"]
+    assert sec["normalisers"]["hog"]["N_phi"] > 0
+
+
+# ---------------------------------------------------------------------- layers
+@pytest.fixture(scope="module")
+def npz_weights(tmp_path_factory):
+    """Untrained CaffeNet weights in the .npz layout --weights reads (about 240 MB)."""
+    path = tmp_path_factory.mktemp("weights") / "caffenet-random.npz"
+    invert_native.CaffeNet.random(seed=1).save_npz(path)
+    yield path
+    path.unlink()
+
+
+def test_layers_sweep_from_npz(photos, npz_weights, tmp_path, capsys):
+    out = tmp_path / "t3"
+    code, stdout, err = run(["layers", photos / "astro.jpg", photos / "camera.png",
+                             "--weights", npz_weights, "--layers", "conv1,mpool1",
+                             "--lambda-tv", "0.5,50", "--iterations", "3", "-o", out] + FAST,
+                            capsys)
+    assert code == 0, err
+    report, rows = assert_folder(out, n_rows=2 * 2 * 2)
+    for r in rows:
+        assert_error(r["error"], hi=10.0)  # N_Phi metric (two images)
+    summary = read_csv(out / "summary.csv")
+    assert {(r["layer"], float(r["lambda_tv"])) for r in summary} == {
+        ("conv1", 0.5), ("mpool1", 0.5), ("conv1", 50.0), ("mpool1", 50.0)}
+    assert {r["metric"] for r in summary} == {"error"}
+    paper = {(r["layer"], float(r["lambda_tv"])): float(r["paper_error"]) for r in summary}
+    assert paper[("conv1", 0.5)] == pytest.approx(0.10)
+    sec = report["sections"]["layers"]
+    assert sec["weights"]["trained"] is True and sec["weights"]["file"] == str(npz_weights)
+    md = (out / "report.md").read_text()
+    assert "| conv1 |" in md and "paper λV=50" in md
+
+
+@pytest.mark.parametrize("mask, variant", [(["--window", "5"], "window5"),
+                                           (["--group", "2"], "group2")])
+def test_layers_window_and_group(photos, tmp_path, capsys, mask, variant):
+    out = tmp_path / variant
+    code, _, err = run(["layers", photos / "astro.jpg", "--random-weights", "--layers",
+                        "conv1", "--iterations", "3", "--restarts", "2", "-o", out] + mask
+                       + FAST, capsys)
+    assert code == 0, err
+    report, rows = assert_folder(out, n_rows=1)
+    assert rows[0]["variant"] == variant
+    assert (out / "images" / f"astro__conv1__lv0.5__{variant}__r1.png").is_file()
+    summary = read_csv(out / "summary.csv")
+    assert summary[0]["metric"] == "error_relative" and summary[0]["paper_error"] == ""
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory, photos):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "corrupt.png").write_bytes(b"this is not an image")
+    data = (photos / "camera.png").read_bytes()
+    (d / "truncated.png").write_bytes(data[: len(data) // 2])
+    (d / "empty.jpg").write_bytes(b"")
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(d / "tiny.png")
+    Image.fromarray(np.zeros((14, 14), np.uint8) + 40).save(d / "small.png")
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(d / "blank.png")
+    np.savez(d / "wrong.npz", conv1=np.zeros(3, np.float32))
+    (d / "garbage.npz").write_bytes(b"not a zip")
+    (d / "garbage.onnx").write_bytes(b"not a protobuf")
+    (d / "weights.h5").write_bytes(b"x")
+    return d
+
+
+def _bad_cases():
+    A = "{photos}/astro.jpg"
+    C = "{photos}/camera.png"
+    return {
+        "missing image": ["invert", "{bad}/nope.png", "--rep", "hog"],
+        "corrupt image": ["invert", "{bad}/corrupt.png", "--rep", "hog"],
+        "truncated image": ["invert", "{bad}/truncated.png", "--rep", "hog"],
+        "empty file": ["invert", "{bad}/empty.jpg", "--rep", "hogb"],
+        "folder as image": ["invert", "{bad}", "--rep", "hog"],
+        "too small for HOG": ["invert", "{bad}/tiny.png", "--rep", "hog"],
+        "too small for DSIFT": ["invert", "{bad}/small.png", "--rep", "dsift"],
+        "too small for CaffeNet": ["invert", "{bad}/tiny.png", "--rep", "caffenet:conv1",
+                                   "--random-weights"],
+        "too small in evaluate": ["evaluate", A, "{bad}/tiny.png", "--rep", "dsift"],
+        "blank image": ["invert", "{bad}/blank.png", "--rep", "hog"],
+        "unknown representation": ["invert", A, "--rep", "sift"],
+        "unknown representation in evaluate": ["evaluate", A, C, "--rep", "hog,gist"],
+        "unknown CaffeNet layer": ["invert", A, "--rep", "caffenet:conv7"],
+        "unknown layer in layers": ["layers", A, "--random-weights", "--layers", "conv1,pool9"],
+        "CaffeNet without weights": ["invert", A, "--rep", "caffenet:conv1"],
+        "layers without weights": ["layers", A],
+        "missing weights": ["layers", A, "--weights", "{bad}/none.onnx"],
+        "weights that do not match": ["invert", A, "--rep", "caffenet:fc8", "--weights",
+                                      "{bad}/wrong.npz"],
+        "weights not an npz": ["layers", A, "--weights", "{bad}/garbage.npz"],
+        "weights not an onnx": ["layers", A, "--weights", "{bad}/garbage.onnx"],
+        "weights of unknown format": ["layers", A, "--weights", "{bad}/weights.h5"],
+        "window on fc layer": ["layers", A, "--random-weights", "--layers", "fc6",
+                               "--window", "5"],
+        "window and group": ["layers", A, "--random-weights", "--window", "5", "--group", "1"],
+        "one image for Table 1": ["evaluate", A],
+        "colour DSIFT": ["invert", A, "--rep", "dsift", "--color"],
+        "output not png": ["invert", A, "--rep", "hog", "-o", "{tmp}/x.jpg"],
+        "bad size": ["evaluate", A, C, "--size", "12by3"],
+        "zero iterations": ["invert", A, "--rep", "hog", "--iterations", "0"],
+        "unknown command": ["frobnicate"],
+        "unknown demo photo": ["demo", "--photos", "astronaut,mona-lisa"],
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_cases()))
+def test_bad_input_one_line_exit_2(case, photos, bad, tmp_path, capsys):
+    argv = [a.format(photos=photos, bad=bad, tmp=tmp_path) for a in _bad_cases()[case]]
+    if argv[0] in ("evaluate", "layers", "demo"):
+        argv += ["-o", tmp_path / "o"]
+    elif argv[0] == "invert" and "-o" not in argv:
+        argv += ["-o", tmp_path / "o" / "x.png"]
+    code, out, err = run(argv, capsys)
+    assert code == 2, (case, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]
+    assert len(errors) == 1, err
+    assert errors[0].startswith("invert-native"), err
+    assert "Traceback" not in err
+    assert not list(tmp_path.glob("o/*.png"))
+
+
+def test_device_cuda_without_cuda(photos, tmp_path, capsys):
+    if invert_native.cuda_available():
+        pytest.skip("a CUDA device is present: --device cuda is valid here")
+    code, _, err = run(["invert", photos / "astro.jpg", "--rep", "hog", "--device", "cuda",
+                        "-o", tmp_path / "x.png"], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "--device cuda" in err and "Traceback" not in err
+
+
+def test_out_folder_not_empty_needs_force(photos, tmp_path, capsys):
+    out = tmp_path / "full"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    argv = ["evaluate", photos / "astro.jpg", photos / "camera.png", "--rep", "hog",
+            "--iterations", "5", "-o", out] + FAST
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "not empty" in err
+    code, _, err = run(argv + ["--force"], capsys)
+    assert code == 0, err
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_debug_shows_the_exception(photos, capsys):
+    with pytest.raises(cli.CliError, match="no such file"):
+        cli.main(["invert", str(photos / "missing.png"), "--rep", "hog", "--debug"])
+
+
+# ---------------------------------------------------------------------- console script
+def _console_script():
+    here = Path(sys.executable).parent
+    exe = shutil.which("invert-native", path=os.pathsep.join([str(here),
+                                                              os.environ.get("PATH", "")]))
+    if exe is None:
+        pytest.skip("the invert-native console script is not installed next to this Python")
+    return exe
+
+
+def _env():
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see the module doc
+    return env
+
+
+def test_console_script_invert(photos, tmp_path):
+    exe = _console_script()
+    out = tmp_path / "cs.png"
+    p = subprocess.run([exe, "invert", str(photos / "camera.png"), "--rep", "hogb",
+                        "--iterations", "20", "-o", str(out), "--threads", "1"],
+                       capture_output=True, text=True, timeout=120, env=_env())
+    assert p.returncode == 0, p.stderr
+    assert_png(out, size=(48, 36))
+    assert "wrote" in p.stdout
+    p = subprocess.run([exe, "invert", str(tmp_path / "none.png"), "--rep", "hog"],
+                       capture_output=True, text=True, timeout=120, env=_env())
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "Traceback" not in p.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
+def test_ctrl_c_keeps_finished_results(photos, tmp_path):
+    exe = _console_script()
+    out = tmp_path / "interrupted"
+    # enough work that the interrupt lands mid-sweep: 3 images x 2 representations
+    p = subprocess.Popen([exe, "evaluate", str(photos / "astro.jpg"), str(photos / "camera.png"),
+                          str(photos / "coffee.png"), "--rep", "hog,dsift", "--size", "64x64",
+                          "--iterations", "3000", "-o", str(out), "--threads", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rows = out / "results.csv"
+            if rows.is_file() and len(read_csv(rows)) >= 1:
+                break
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("invert-native: interrupted") and str(out) in last
+    assert "Traceback" not in stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "interrupted"
+    rows = read_csv(out / "results.csv")
+    assert 1 <= len(rows) < 6
+    for r in rows:
+        assert_error(r["error"])
+        assert_png(out / r["file"])
+    assert_png(out / "figure.png")
+    assert not list(out.rglob("*.tmp"))
