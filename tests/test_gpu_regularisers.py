@@ -51,3 +51,35 @@ def test_invert_runs_on_the_gpu_and_matches_the_cpu(cp):
     # same start, same maths: the trajectories agree up to float32 summation order
     assert_close(gpu.objective, cpu.objective, rtol=1e-3)
     assert_close(gpu.images, cpu.images, rtol=1e-2)
+
+
+def test_cuda_path_frees_what_it_allocates(cp):
+    """Repeated op calls and inversions leave CuPy's pool and the device memory where they were."""
+    from test_invert import Upto, photo, small_cnn, target_of
+
+    pool = cp.get_default_memory_pool()
+    x = cp.asarray(np.random.default_rng(0).standard_normal((2, 3, 31, 29)).astype(np.float32))
+
+    def work():
+        for _ in range(50):
+            ops.tv_forward(x, 1.5)
+            ops.alpha_norm_forward(x, 6.0)
+            y, am = ops.maxpool2d_forward(x, 3, 2)
+            ops.maxpool2d_backward(y, am, x.shape, 3, 2)
+        net = small_cnn().to("cuda")
+        rep = Upto(net, "norm1")
+        img = photo(32)
+        t = target_of(small_cnn(), img)
+        inv.invert(rep, cp.asarray(t), image_shape=img.shape, iterations=20)
+        cp.cuda.Device().synchronize()
+
+    work()
+    pool.free_all_blocks()
+    used, total = pool.used_bytes(), pool.total_bytes()
+    free_before = cp.cuda.runtime.memGetInfo()[0]
+    for _ in range(3):
+        work()
+    pool.free_all_blocks()
+    assert pool.used_bytes() <= used and pool.total_bytes() <= total
+    # nothing allocated outside CuPy's pool (the native core allocates no device memory)
+    assert cp.cuda.runtime.memGetInfo()[0] >= free_before - 2**20
