@@ -20,6 +20,16 @@ bool is_pointwise(const Conv2dParams& p) {
            p.pad_w == 0;
 }
 
+// The output columns ox whose input column ox*sw - pw + v lies in [0, W).
+index_t ox_begin(const Conv2dParams& p, index_t v) {
+    const index_t need = p.pad_w - v;  // ox * sw >= need
+    return need <= 0 ? 0 : std::min(p.Wo, (need + p.stride_w - 1) / p.stride_w);
+}
+index_t ox_end(const Conv2dParams& p, index_t v) {
+    const index_t last = p.W - 1 + p.pad_w - v;  // ox * sw <= last
+    return last < 0 ? 0 : std::min(p.Wo, last / p.stride_w + 1);
+}
+
 // col[(c*kh + u)*kw + v, oy*Wo + ox] = x[c, oy*sh - ph + u, ox*sw - pw + v] (0 outside)
 void im2col(const Conv2dParams& p, const float* x,  // [Cg, H, W]
             float* col) {                           // [Cg*kh*kw, Ho*Wo]
@@ -36,11 +46,15 @@ void im2col(const Conv2dParams& p, const float* x,  // [Cg, H, W]
                 std::memset(d, 0, p.Wo * sizeof(float));
                 continue;
             }
+            // ox in [lo, hi) reads inside the row: no test per element there
             const float* src = xc + iy * p.W;
-            for (index_t ox = 0; ox < p.Wo; ++ox) {
-                const index_t ix = ox * p.stride_w - p.pad_w + v;
-                d[ox] = (ix >= 0 && ix < p.W) ? src[ix] : 0.0f;
-            }
+            const index_t lo = ox_begin(p, v), hi = ox_end(p, v), off = v - p.pad_w;
+            for (index_t ox = 0; ox < lo; ++ox) d[ox] = 0.0f;
+            if (p.stride_w == 1 && hi > lo)
+                std::memcpy(d + lo, src + lo + off, (hi - lo) * sizeof(float));
+            else
+                for (index_t ox = lo; ox < hi; ++ox) d[ox] = src[ox * p.stride_w + off];
+            for (index_t ox = hi; ox < p.Wo; ++ox) d[ox] = 0.0f;
         }
     }
 }
@@ -55,14 +69,18 @@ void col2im(const Conv2dParams& p, const float* col,  // [Cg*kh*kw, Ho*Wo]
         for (index_t u = 0; u < p.kh; ++u)
             for (index_t v = 0; v < p.kw; ++v) {
                 const float* src = col + ((c * p.kh + u) * p.kw + v) * p.Ho * p.Wo;
+                const index_t lo = ox_begin(p, v), hi = ox_end(p, v), off = v - p.pad_w;
                 for (index_t oy = 0; oy < p.Ho; ++oy) {
                     const index_t iy = oy * p.stride_h - p.pad_h + u;
                     if (iy < 0 || iy >= p.H) continue;
                     float* d = dxc + iy * p.W;
                     const float* s = src + oy * p.Wo;
-                    for (index_t ox = 0; ox < p.Wo; ++ox) {
-                        const index_t ix = ox * p.stride_w - p.pad_w + v;
-                        if (ix >= 0 && ix < p.W) d[ix] += s[ox];
+                    if (p.stride_w == 1) {  // contiguous: a vector loop
+                        float* dd = d + lo + off;
+                        const float* ss = s + lo;
+                        for (index_t t = 0; t < hi - lo; ++t) dd[t] += ss[t];
+                    } else {
+                        for (index_t ox = lo; ox < hi; ++ox) d[ox * p.stride_w + off] += s[ox];
                     }
                 }
             }

@@ -16,17 +16,28 @@ void dsift_sample_forward(const DsiftParams& p, const float* s, float* d) {
         }
 }
 
-// Overwrites ds (pixels that are no bin centre get 0).
+// Overwrites ds (pixels that are no bin centre get 0). The CPU scatters each
+// (n, t) plane's frames from one thread, bins (by, bx) outermost: every pixel
+// receives its terms in the order dsift_sample_backward_at gathers them, with
+// no per-pixel search over the bins.
 void dsift_sample_backward(const DsiftParams& p, const float* dd, float* ds) {
+    const index_t D = p.D(), F = p.ny * p.nx, plane = p.H * p.W;
 #pragma omp parallel for collapse(2) schedule(static)
     for (index_t n = 0; n < p.N; ++n)
         for (index_t t = 0; t < p.K; ++t) {
-            float* dst = ds + (n * p.K + t) * p.H * p.W;
-            for (index_t y = 0; y < p.H; ++y) {
-                const bool used = dsift_sample_row_used(p, y);
-                for (index_t x = 0; x < p.W; ++x)
-                    dst[y * p.W + x] = used ? dsift_sample_backward_at(p, dd, n, t, y, x) : 0.0f;
-            }
+            float* dst = ds + (n * p.K + t) * plane;
+            for (index_t i = 0; i < plane; ++i) dst[i] = 0.0f;
+            for (index_t by = 0; by < p.nbin; ++by)
+                for (index_t bx = 0; bx < p.nbin; ++bx) {
+                    const float w = p.window_mean[bx] * p.window_mean[by];
+                    const float* src = dd + (n * D + (by * p.nbin + bx) * p.K + t) * F;
+                    for (index_t fy = 0; fy < p.ny; ++fy) {
+                        float* row = dst + (p.y0 + fy * p.step_y + by * p.bin_size) * p.W +
+                                     p.x0 + bx * p.bin_size;
+                        for (index_t fx = 0; fx < p.nx; ++fx)
+                            row[fx * p.step_x] += w * src[fy * p.nx + fx];
+                    }
+                }
         }
 }
 

@@ -1,7 +1,10 @@
 // SGEMM for the CPU core: packed panels and a register-tile micro-kernel (the
-// BLIS/GotoBLAS loop order, gemm_kernel.h), OpenMP over the tiles of one
-// packed block. Two instruction sets, chosen at run time: AVX2 (6x16 tile,
-// this file) and AVX-512 (12x32 tile, gemm_avx512.cpp).
+// BLIS/GotoBLAS loop order, gemm_kernel.h). OpenMP: when C has at least two
+// column panels per thread, each thread owns a range of them and runs without
+// a barrier (sgemm_columns); otherwise all threads share the tiles of each
+// packed block (sgemm_blocked). A is read in place, not packed. Two
+// instruction sets, chosen at run time: AVX2 (6x16 tile, this file) and
+// AVX-512 (12x32 tile, gemm_avx512.cpp).
 //
 // Each element of C is computed by exactly one thread in a fixed order over K,
 // so results do not depend on the thread count.
@@ -17,10 +20,11 @@ namespace invert_native {
 
 // gemm_avx512.cpp
 bool sgemm_avx512_built();
-void sgemm_avx512_gemm_buffers(index_t M, index_t N, index_t K, index_t* a, index_t* b);
+void sgemm_avx512_gemm_buffers(index_t M, index_t N, index_t K, index_t threads, index_t* a,
+                               index_t* b);
 void sgemm_avx512(bool ta, bool tb, index_t M, index_t N, index_t K, float alpha, const float* A,
                   index_t lda, const float* B, index_t ldb, float beta, float* C, index_t ldc,
-                  float* Ap, float* Bp);
+                  index_t threads, float* Ap, float* Bp);
 
 namespace {
 
@@ -58,19 +62,22 @@ void sgemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, float al
         return;
     }
     const bool wide = use_avx512();
+    const index_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
     index_t na, nb;
     if (wide)
-        sgemm_avx512_gemm_buffers(M, N, K, &na, &nb);
+        sgemm_avx512_gemm_buffers(M, N, K, threads, &na, &nb);
     else
-        gemm_buffer_sizes<8>(M, N, K, &na, &nb);
+        gemm_buffer_sizes<8>(M, N, K, threads, &na, &nb);
     if (buffer_a.size() < size_t(na)) buffer_a.resize(na);
     if (buffer_b.size() < size_t(nb)) buffer_b.resize(nb);
     float* Ap = buffer_a.data();  // OpenMP workers use these pointers, not the thread_locals
     float* Bp = buffer_b.data();
     if (wide)
-        sgemm_avx512(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, Ap, Bp);
+        sgemm_avx512(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads, Ap,
+                     Bp);
     else
-        sgemm_blocked<8>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, Ap, Bp);
+        sgemm_run<8>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads, Ap,
+                     Bp);
 }
 
 void set_num_threads(int n) {

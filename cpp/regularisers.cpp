@@ -8,21 +8,56 @@
 
 namespace invert_native {
 
+// Rows are walked in blocks of kRows by one thread each, so every pixel's
+// weight is computed once (tv_term_weight) and passed on to its right and
+// lower neighbours; only a block's first row recomputes the row above it.
+// Each output still adds its three terms in tv_at's order.
 void tv_forward(const TvParams& p, const float* x, double* value, float* dx) {
-    const index_t rows = p.N * p.C * p.H;
+    constexpr index_t kRows = 16;
+    const index_t rows = p.N * p.C * p.H, planes = p.N * p.C, W = p.W;
+    const index_t blocks_per_plane = (p.H + kRows - 1) / kRows, blocks = planes * blocks_per_plane;
     // Reused between calls (no allocation per iteration). Thread-local to the
     // calling thread: OpenMP workers must use this pointer, not the name.
     thread_local std::vector<double> buffer;
+    thread_local std::vector<float> lines;
     buffer.resize(rows);
+    lines.resize(size_t(blocks * 2 * W));
     double* partial = buffer.data();
+    float* line_base = lines.data();
 #pragma omp parallel for schedule(static)
-    for (index_t r = 0; r < rows; ++r) {
-        const index_t plane = r / p.H, i = r % p.H;
-        const float* xp = x + plane * p.H * p.W;
-        float* dxp = dx + plane * p.H * p.W;
-        double s = 0.0;
-        for (index_t j = 0; j < p.W; ++j) s += tv_at(p, xp, i, j, &dxp[i * p.W + j]);
-        partial[r] = s;
+    for (index_t bk = 0; bk < blocks; ++bk) {
+        const index_t plane = bk / blocks_per_plane, i0 = (bk % blocks_per_plane) * kRows;
+        const index_t i1 = i0 + kRows < p.H ? i0 + kRows : p.H;
+        const float* xp = x + plane * p.H * W;
+        float* dxp = dx + plane * p.H * W;
+        float* up = line_base + bk * 2 * W;  // w * d2 of the row above
+        float* cur = up + W;                 // w * d2 of this row
+        if (i0 > 0)
+            for (index_t j = 0; j < W; ++j) {
+                float d1, d2, w;
+                tv_diffs(p, xp, i0 - 1, j, &d1, &d2);
+                tv_term_weight(p, d1, d2, &w);
+                up[j] = w * d2;
+            }
+        for (index_t i = i0; i < i1; ++i) {
+            double s = 0.0;
+            float left = 0.0f;  // w * d1 of (i, j - 1)
+            for (index_t j = 0; j < W; ++j) {
+                float d1, d2, w;
+                tv_diffs(p, xp, i, j, &d1, &d2);
+                s += tv_term_weight(p, d1, d2, &w);
+                float g = -w * (d1 + d2);
+                if (j > 0) g += left;
+                if (i > 0) g += up[j];
+                dxp[i * W + j] = g;
+                left = w * d1;
+                cur[j] = w * d2;
+            }
+            partial[plane * p.H + i] = s;
+            float* t = up;
+            up = cur;
+            cur = t;
+        }
     }
     const index_t per_image = p.C * p.H;
     for (index_t n = 0; n < p.N; ++n) {

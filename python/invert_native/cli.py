@@ -5,8 +5,9 @@ Commands: ``info`` (the build), ``bench`` (benchmarks), and the paper's experime
 (one image, one representation), ``evaluate`` (Table 1 on the user's images) and ``layers``
 (CaffeNet: Table 3, Fig. 6/8/9/10). The experiments write results folders laid out as
 :mod:`invert_native.experiments.results` documents, show tqdm progress bars on stderr
-(``--quiet`` hides them), stop cleanly on Ctrl-C (exit 130, finished inversions kept) and
-report bad input as one line on stderr with exit status 2 (``--debug`` shows tracebacks).
+(``--quiet`` hides them), stop cleanly on Ctrl-C (exit 130, finished inversions kept), go
+on after Ctrl-C or a crash with ``--resume`` (each finished inversion's .npz is read back),
+and report bad input as one line on stderr with exit status 2 (``--debug`` shows tracebacks).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import datetime
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +82,7 @@ examples:
   invert-native invert photo.jpg --rep hogb -o photo-hogb.png
   invert-native invert photo.jpg --rep caffenet:relu5 --weights caffenet-12.onnx -o r5.png
   invert-native evaluate *.jpg --rep hog,hogb,dsift -o table1/
+  invert-native evaluate *.jpg --rep hog,hogb,dsift -o table1/ --resume   (after Ctrl-C)
   invert-native layers photo.jpg --weights caffenet-12.onnx --lambda-tv 0.5,5,50
   invert-native layers photo.jpg --weights caffenet-12.onnx --window 5     (Fig. 9)
   invert-native layers photo.jpg --weights caffenet-12.onnx --group 1      (Fig. 10)
@@ -250,14 +253,88 @@ def _out_folder(args, command: str) -> Path:
     out = Path(args.out) if args.out else _default_out(command)
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
-        raise CliError(f"--out {out}: the folder is not empty; choose another or pass --force "
-                       "(files of the same names are replaced, others kept)")
+    if out.is_dir() and any(out.iterdir()) and not (args.force or args.resume):
+        raise CliError(f"--out {out}: the folder is not empty; choose another, pass --resume "
+                       "to go on with the run it holds, or --force (files of the same names "
+                       "are replaced, others kept)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CliError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
     return out
+
+
+def _check_resume(out: Path, command: str, settings: dict) -> None:
+    """--resume: the folder's run (report.json) must be this command with these settings;
+    raises CliError naming the first setting that differs. A folder with no run yet passes."""
+    import json
+
+    from .experiments.results import jsonable
+
+    report = out / "report.json"
+    if not report.is_file():
+        if any((out / "images").glob("*.npz")):
+            raise CliError(f"--resume {out}: the folder holds inversions but no report.json, "
+                           "so the settings they were run with are unknown: choose another "
+                           "folder, or --force without --resume to start over")
+        return
+    try:
+        old = json.loads(report.read_text(encoding="utf-8"))
+        old_command, old_settings = old["command"], old["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CliError(f"--resume {out}: cannot read the run's report.json "
+                       f"({_one_line(exc)})") from None
+    if old_command != command:
+        raise CliError(f"--resume {out}: the folder holds an `invert-native {old_command}` run, "
+                       f"not `{command}`")
+    key, was, now_ = _first_difference(old_settings, jsonable(settings))
+    if key is not None:
+        raise CliError(f"--resume {out}: the setting {key!r} differs: the folder's run had "
+                       f"{_short(was)}, this one has {_short(now_)}")
+
+
+def _first_difference(old: dict, new: dict, prefix: str = ""):
+    """(key, old value, new value) of the first setting that differs (None, None, None if
+    none); within a dict-valued setting (e.g. images) the key is 'images.<name>'."""
+    for key in list(new) + [k for k in old if k not in new]:
+        a, b = old.get(key), new.get(key)
+        if a != b:
+            if isinstance(a, dict) and isinstance(b, dict):
+                return _first_difference(a, b, f"{prefix}{key}.")
+            return f"{prefix}{key}", a, b
+    return None, None, None
+
+
+def _short(value, limit: int = 60) -> str:
+    import json
+
+    if value is None:
+        return "none"
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _inputs_digest(*arrays_of) -> str:
+    """A digest of the pixels a run inverts (so --resume notices a changed input file)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for items in arrays_of:
+        for name, a in items:
+            a = np.ascontiguousarray(a, np.float32)
+            h.update(f"{name}:{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _start(args, out: Path, command: str, machine: dict, settings: dict, console) -> Run:
+    """The Run of a folder command, after checking --resume's folder against the settings."""
+    if args.resume:
+        _check_resume(out, command, settings)
+        # a crash (kill -9) in the middle of an atomic write leaves its temporary file
+        for tmp in [*out.glob(".*.tmp"), *(out / "images").glob(".*.tmp")]:
+            tmp.unlink(missing_ok=True)
+    return Run(console, out, command, args.argv, machine, settings, resume=args.resume)
 
 
 # ------------------------------------------------------------------ images
@@ -285,16 +362,21 @@ def _load_image(path: str, console: _Console) -> _Image:
     if p.is_dir():
         raise CliError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(p) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)  # phone photos store their rotation in EXIF
+        # Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) stays in force: above it
+        # Pillow only warns (an error above twice it); both refuse the image here
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)  # phone photos store their rotation in EXIF
     except PermissionError:
         raise CliError(f"{path}: cannot read it (permission denied)") from None
     except UnidentifiedImageError:
         raise CliError(f"{path}: not an image Pillow can read (corrupt, empty, or an "
                        "unsupported format)") from None
-    except Image.DecompressionBombError as exc:
-        raise CliError(f"{path}: refused by Pillow as too large ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise CliError(f"{path}: refused as too large, a possible decompression bomb "
+                       f"({_one_line(exc)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise CliError(f"{path}: cannot decode the image, it looks truncated or corrupt "
                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
@@ -400,6 +482,13 @@ def _load_net(args, console: _Console):
     return net
 
 
+def _weights_setting(args) -> str:
+    """The weights, as a run's settings record them (--resume compares them)."""
+    if args.random_weights:
+        return f"random (seed {args.seed})"
+    return str(Path(args.weights).resolve())
+
+
 def _weights_record(args, net) -> dict:
     return {"file": args.weights, "trained": bool(net.trained), "source": net.source,
             "order": getattr(net, "order", None)}
@@ -411,13 +500,20 @@ def _iterations_of(rep, iterations) -> int:
 
 
 def _sweep_shallow(run: Run, section: ShallowSection, args, outer) -> None:
-    """Invert every image x representation of the section; record each as it finishes."""
+    """Invert every image x representation of the section; record each as it finishes
+    (with --resume, read back those the folder already holds instead)."""
+    from .experiments.report import shallow_saved
     from .experiments.shallow import invert_image, make_representation
-    from .invert import InversionDiverged
 
     for name, gray in section.items:
         run.folder.image(f"{name}__original", gray)
         for rep_name in section.reps:
+            stem = f"{name}__{rep_name}"
+            if _restore(run, stem, f"{name} {rep_name}",
+                        lambda saved: section.add_saved(name, rep_name, saved),
+                        lambda status, msg: section.add_failure(name, rep_name, status, msg)):
+                outer.update(1)
+                continue
             rep = make_representation(rep_name)
             total = _iterations_of(rep, args.iterations)
             t0 = time.perf_counter()
@@ -428,22 +524,28 @@ def _sweep_shallow(run: Run, section: ShallowSection, args, outer) -> None:
                                        restarts=args.restarts, iterations=args.iterations,
                                        seed=args.seed, lambda_tv=args.lambda_tv,
                                        callback=bar.callback)
-                except (InversionDiverged, ValueError) as exc:
+                except Exception as exc:  # diverged, or failed: recorded, the sweep goes on
+                    if args.debug:
+                        raise
                     inv = None
-                    run.failed += 1
-                    run.console.warn(f"{name} {rep_name}: {_one_line(exc)}")
-                    section.add_failure(name, rep_name, _status(exc), _one_line(exc))
+                    _record_failure(run, stem, f"{name} {rep_name}", exc,
+                                    lambda status, msg: section.add_failure(name, rep_name,
+                                                                            status, msg))
             if inv is not None:
                 best = int(np.argmin(inv.result.objective[-1]))
-                file = run.folder.image(f"{name}__{rep_name}", inv.reconstructions[best])
-                section.add(name, rep_name, inv, time.perf_counter() - t0, file)
+                with deferred_interrupt():
+                    file = run.folder.image(stem, inv.reconstructions[best])
+                    saved = shallow_saved(inv, time.perf_counter() - t0, file)
+                    run.folder.save_inversion(stem, saved, run.settings_digest)
+                section.add_saved(name, rep_name, saved)
             outer.update(1)
             run.refresh()
 
 
 def _sweep_deep(run: Run, section: DeepSection, args, outer) -> None:
+    """Invert every job x image of the section (see :func:`_sweep_shallow`)."""
     from .experiments import deep
-    from .invert import InversionDiverged
+    from .experiments.report import deep_saved
 
     net = section.net
     scales = {}
@@ -458,28 +560,66 @@ def _sweep_deep(run: Run, section: DeepSection, args, outer) -> None:
         total = _iterations_of(rep, args.iterations)
         for name, rgb in section.items:
             lam = section._lam(job)
-            with _InversionBar(run.console, f"{name} {job.label(lam)}", total,
-                               leave=False) as bar:
+            stem = f"{name}__{job.layer}__lv{lam:g}" + (f"__{job.variant}"
+                                                        if job.variant else "")
+            what = f"{name} {job.label(lam)}"
+            fail = lambda status, msg: section.add_failure(name, job, status, msg)  # noqa: E731
+            if _restore(run, stem, what,
+                        lambda saved: section.add_saved(name, job, saved, scale), fail):
+                outer.update(1)
+                continue
+            with _InversionBar(run.console, what, total, leave=False) as bar:
                 try:
                     inv = deep.invert_layer(net, rgb, job, restarts=args.restarts,
                                             iterations=args.iterations, seed=args.seed,
                                             callback=bar.callback)
-                except (InversionDiverged, ValueError) as exc:
+                except Exception as exc:  # diverged, or failed: recorded, the sweep goes on
+                    if args.debug:
+                        raise
                     inv = None
-                    run.failed += 1
-                    run.console.warn(f"{name} {job.label(lam)}: {_one_line(exc)}")
-                    section.add_failure(name, job, _status(exc), _one_line(exc))
+                    _record_failure(run, stem, what, exc, fail)
             if inv is not None:
-                stem = f"{name}__{job.layer}__lv{lam:g}" + (f"__{job.variant}"
-                                                            if job.variant else "")
-                if len(inv.reconstructions) == 1:
-                    files = [run.folder.image(stem, inv.reconstructions[0])]
-                else:
-                    files = [run.folder.image(f"{stem}__r{k}", r)
-                             for k, r in enumerate(inv.reconstructions)]
-                section.add(name, job, inv, scale, files)
+                with deferred_interrupt():
+                    if len(inv.reconstructions) == 1:
+                        files = [run.folder.image(stem, inv.reconstructions[0])]
+                    else:
+                        files = [run.folder.image(f"{stem}__r{k}", r)
+                                 for k, r in enumerate(inv.reconstructions)]
+                    saved = deep_saved(inv, files)
+                    run.folder.save_inversion(stem, saved, run.settings_digest)
+                section.add_saved(name, job, saved, scale)
             outer.update(1)
             run.refresh()
+
+
+def _restore(run: Run, stem: str, what: str, add, add_failure) -> bool:
+    """With --resume: record the inversion ``stem`` from its .npz if the folder holds one
+    (finished or failed); True if it did, and the inversion is not to be run again."""
+    if not run.resume:
+        return False
+    saved = run.folder.load_inversion(stem, run.settings_digest)
+    if saved is None:
+        return False
+    if "status" in saved:  # it failed in the first run: it would fail again
+        run.failed += 1
+        run.console.warn(f"{what}: {saved['message']}")
+        add_failure(saved["status"], saved["message"])
+    else:
+        add(saved)
+    run.restored += 1
+    return True
+
+
+def _record_failure(run: Run, stem: str, what: str, exc: Exception, add_failure) -> None:
+    """A diverged or failed inversion: warn, record it in the tables and in its .npz."""
+    status, message = _status(exc), _one_line(exc)
+    if status == "failed" and not isinstance(exc, ValueError):  # unexpected: say what it was
+        message = f"{type(exc).__name__}: {message}"
+    run.failed += 1
+    run.console.warn(f"{what}: {message}")
+    add_failure(status, message)
+    run.folder.save_inversion(stem, {"status": status, "message": message},
+                              run.settings_digest)
 
 
 def _status(exc) -> str:
@@ -495,8 +635,8 @@ def _finish(run: Run, args, interrupted: bool) -> int:
     out = run.folder.path
     done = sum(len(s.runs) for s in run.sections)
     if interrupted:
-        print(f"invert-native: interrupted; kept {done} finished inversion(s) in {out}/",
-              file=sys.stderr)
+        print(f"invert-native: interrupted; kept {done} finished inversion(s) in {out}/ "
+              f"(the same command with --resume -o {out} goes on)", file=sys.stderr)
         return EXIT_INTERRUPTED
     if not args.quiet:
         for s in run.sections:
@@ -529,11 +669,18 @@ def _run_sweeps(run: Run, args, plans) -> int:
     interrupted = False
     with run.console.bar(desc=run.command, total=total, unit="inv") as outer:
         try:
-            run.refresh()
+            # a resumed run keeps the folder's report (its settings) until it has its own
+            if not (run.resume and (run.folder.path / "report.json").is_file()):
+                run.refresh()
             for section, sweep, _ in plans:
                 sweep(run, section, args, outer)
         except KeyboardInterrupt:
             interrupted = True
+    if run.resume:
+        run.folder.report["resumed"] = {"restored": run.restored, "run": total - run.restored}
+        if not args.quiet:
+            print(f"resumed: {run.restored} of {total} inversion(s) read back from "
+                  f"{run.folder.path}/, {total - run.restored} run", file=sys.stderr)
     return _finish(run, args, interrupted)
 
 
@@ -727,8 +874,9 @@ def _cmd_evaluate(args) -> int:
     section = _shallow_section(items, reps, args, console)
     out = _out_folder(args, "evaluate")
     settings = _settings(args, reps=reps, size=list(size),
-                         images={im.name: im.path for im in images})
-    run = Run(console, out, "evaluate", args.argv, machine, settings)
+                         images={im.name: im.path for im in images},
+                         inputs_sha256=_inputs_digest(items))
+    run = _start(args, out, "evaluate", machine, settings, console)
     if not args.quiet:
         print(f"writing to {out}/", file=sys.stderr)
     return _run_sweeps(run, args, [(section, _sweep_shallow, len(items) * len(reps))])
@@ -772,8 +920,9 @@ def _cmd_layers(args) -> int:
     settings = _settings(args, layers=list(dict.fromkeys(j.layer for j in jobs)),
                          lambda_tv=args.lambda_tv or "paper (0.5 / 5 / 50 by layer)",
                          window=args.window, group=args.group,
-                         images={im.name: im.path for im in images})
-    run = Run(console, out, "layers", args.argv, machine, settings)
+                         images={im.name: im.path for im in images},
+                         weights=_weights_setting(args), inputs_sha256=_inputs_digest(items))
+    run = _start(args, out, "layers", machine, settings, console)
     section = DeepSection("layers", items, jobs, net, _weights_record(args, net))
     if not args.quiet:
         print(f"writing to {out}/ ({len(jobs) * len(items)} inversions)", file=sys.stderr)
@@ -821,8 +970,10 @@ def _cmd_demo(args) -> int:
         plans.append((dsec, _sweep_deep, len(jobs)))
     out = _out_folder(args, "demo")
     settings = _settings(args, photos=photos, size=list(size), reps=reps,
-                         caffenet_layers=deep_layers if net is not None else None)
-    run = Run(console, out, "demo", args.argv, machine, settings)
+                         caffenet_layers=deep_layers if net is not None else None,
+                         weights=_weights_setting(args) if net is not None else None,
+                         inputs_sha256=_inputs_digest(*(sec.items for sec, _, _ in plans)))
+    run = _start(args, out, "demo", machine, settings, console)
     if not args.quiet:
         print(f"writing to {out}/", file=sys.stderr)
     code = _run_sweeps(run, args, plans)
@@ -866,7 +1017,13 @@ def _common(p, *, out_file=False) -> None:
         g.add_argument("-o", "--out", default=None,
                        help="results folder (default: results/<command>-<date>-<time>)")
         g.add_argument("--force", action="store_true",
-                       help="write into a --out folder that is not empty")
+                       help="write into a --out folder that is not empty (a new run: "
+                            "files of the same names are replaced; --resume goes on instead)")
+        g.add_argument("--resume", action="store_true",
+                       help="go on with the run in --out (after Ctrl-C or a crash): the "
+                            "inversions it finished are read back, not redone; the command "
+                            "and its settings must be the same (else exit 2 naming the one "
+                            "that differs); an empty or new folder just runs")
 
 
 def _weights_args(p) -> None:

@@ -172,6 +172,25 @@ INV_HD float dsift_gradient_backward_at(const DsiftParams& p,
     return acc;
 }
 
+// The same gather as dsift_gradient_backward_at (same terms, same order), from
+// d loss / d g precomputed once per pixel (dgx, dgy: [H, W] planes), so each
+// pixel's orientation maths runs once instead of up to five times.
+INV_HD float dsift_gradient_gather_at(const DsiftParams& p, const float* dgx, const float* dgy,
+                                      index_t y, index_t x) {
+    const index_t qy[5] = {y, y, y, y - 1, y + 1};
+    const index_t qx[5] = {x, x - 1, x + 1, x, x};
+    float acc = 0.0f;
+    for (int k = 0; k < 5; ++k) {
+        if (qy[k] < 0 || qy[k] >= p.H || qx[k] < 0 || qx[k] >= p.W) continue;
+        const float cx = qy[k] == y ? dsift_diff_coef(qx[k], x, p.W) : 0.0f;
+        const float cy = qx[k] == x ? dsift_diff_coef(qy[k], y, p.H) : 0.0f;
+        if (cx == 0.0f && cy == 0.0f) continue;
+        const index_t q = qy[k] * p.W + qx[k];
+        acc += cx * dgx[q] + cy * dgy[q];
+    }
+    return acc;
+}
+
 // -------------------------------------------------------------- triangle
 INV_HD index_t dsift_clampi(index_t i, index_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 
@@ -262,26 +281,40 @@ INV_HD float dsift_sample_backward_at(const DsiftParams& p, const float* dd, ind
 // sqrt is 0 below 1e-8. Returns the root part (0 below the floor).
 INV_HD float dsift_root(float sum_sq) { return sum_sq < kDsiftSqrtFloor ? 0.0f : sqrtf(sum_sq); }
 
+// L descriptors side by side (lane j at dp[c * cs + j]; one lane on the GPU,
+// a contiguous run of frames on the CPU so the inner loops vectorise). Sums
+// run in channel order, as VLFeat's. Writes |d| and |v| of lane j to r1[j],
+// r2[j], which also hold the running sums.
+INV_HD void dsift_normalize_forward_lanes(const DsiftParams& p, const float* dp, float* yp,
+                                          index_t cs, index_t L, float* r1, float* r2) {
+    const index_t D = p.D();
+    for (index_t j = 0; j < L; ++j) r1[j] = 0.0f;
+    for (index_t c = 0; c < D; ++c)
+        for (index_t j = 0; j < L; ++j) r1[j] += dp[c * cs + j] * dp[c * cs + j];
+    for (index_t j = 0; j < L; ++j) {
+        r1[j] = dsift_root(r1[j]);
+        r2[j] = 0.0f;
+    }
+    for (index_t c = 0; c < D; ++c)
+        for (index_t j = 0; j < L; ++j) {
+            const float v = fminf(dp[c * cs + j] / (r1[j] + kDsiftEps), p.clamp);
+            yp[c * cs + j] = v;
+            r2[j] += v * v;
+        }
+    for (index_t j = 0; j < L; ++j) r2[j] = p.second_l2 ? dsift_root(r2[j]) : 0.0f;
+    if (p.second_l2)
+        for (index_t c = 0; c < D; ++c)
+            for (index_t j = 0; j < L; ++j) yp[c * cs + j] /= r2[j] + kDsiftEps;
+}
+
 // One descriptor: dp, yp point at its channel 0, channels `cs` floats apart.
-// Sums run in channel order, as VLFeat's. Writes |d| and |v| to *r1, *r2.
+// The sums run in locals (registers on the GPU once inlined), not in *r1, *r2.
 INV_HD void dsift_normalize_forward_at(const DsiftParams& p, const float* dp, float* yp,
                                        index_t cs, float* r1, float* r2) {
-    const index_t D = p.D();
-    float ss = 0.0f;
-    for (index_t c = 0; c < D; ++c) ss += dp[c * cs] * dp[c * cs];
-    *r1 = dsift_root(ss);
-    const float n1 = *r1 + kDsiftEps;
-    ss = 0.0f;
-    for (index_t c = 0; c < D; ++c) {
-        const float v = fminf(dp[c * cs] / n1, p.clamp);
-        yp[c * cs] = v;
-        ss += v * v;
-    }
-    *r2 = p.second_l2 ? dsift_root(ss) : 0.0f;
-    if (p.second_l2) {
-        const float n2 = *r2 + kDsiftEps;
-        for (index_t c = 0; c < D; ++c) yp[c * cs] /= n2;
-    }
+    float n1, n2;
+    dsift_normalize_forward_lanes(p, dp, yp, cs, 1, &n1, &n2);
+    *r1 = n1;
+    *r2 = n2;
 }
 
 // Gradient of one descriptor. With n = r + eps, y = v / n has

@@ -66,6 +66,23 @@ INV_HD float tv_weight(const TvParams& p, float d1, float d2) {
     return p.beta * powf(v > p.floor ? v : p.floor, 0.5f * p.beta - 1.0f);
 }
 
+// tv_term and tv_weight of one pixel from a single powf where the floor does
+// not bind: (d1^2 + d2^2)^(beta/2) = v * v^(beta/2 - 1) (within an ulp or two
+// of powf). Used by the CPU loop, which computes each pixel's weight once and
+// hands it to its neighbours instead of recomputing it three times.
+INV_HD float tv_term_weight(const TvParams& p, float d1, float d2, float* w) {
+    const float v = d1 * d1 + d2 * d2;
+    if (p.beta == 2.0f) {
+        *w = 2.0f;
+        return v;
+    }
+    const float vf = v > p.floor ? v : p.floor;
+    // beta = 1 (the paper's other setting): v^(-1/2) without the general powf
+    const float t = p.beta == 1.0f ? 1.0f / sqrtf(vf) : powf(vf, 0.5f * p.beta - 1.0f);
+    *w = p.beta * t;
+    return v > p.floor ? v * t : powf(v, 0.5f * p.beta);
+}
+
 // Value term and gradient at (i, j) of plane xp (gather form: each output
 // element is written by one thread).
 INV_HD float tv_at(const TvParams& p, const float* xp, index_t i, index_t j, float* dx) {
@@ -88,9 +105,23 @@ INV_HD float tv_at(const TvParams& p, const float* xp, index_t i, index_t j, flo
 
 // ------------------------------------------------------------- alpha-norm
 // R = sum |x|^alpha,  dR/dx = alpha |x|^(alpha-1) sign(x)
+// Integer exponents (the paper's alpha = 6) by repeated squaring: a few
+// multiplications (a few ulps) instead of a powf per element.
+INV_HD float alpha_pow(float a, float e) {
+    if (e >= 0.0f && e <= 16.0f && e == floorf(e)) {
+        float t = 1.0f, base = a;
+        for (int k = int(e); k > 0; k >>= 1) {
+            if (k & 1) t *= base;
+            base *= base;
+        }
+        return t;
+    }
+    return powf(a, e);
+}
+
 INV_HD float alpha_norm_at(const AlphaNormParams& p, float x, float* dx) {
     const float a = fabsf(x);
-    const float t = powf(a, p.alpha - 1.0f);
+    const float t = alpha_pow(a, p.alpha - 1.0f);
     *dx = x >= 0.0f ? p.alpha * t : -p.alpha * t;
     return t * a;
 }

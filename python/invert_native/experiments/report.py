@@ -5,13 +5,17 @@ sections (:class:`ShallowSection`: Table 1; :class:`DeepSection`: CaffeNet layer
 Table 3 / Fig. 6-10). After every finished inversion the CLI adds it to its section and
 calls :meth:`Run.refresh`, which rewrites report.md, report.json, the CSV files and the
 figures, holding Ctrl-C until they are written: an interrupted run keeps everything that
-finished, in files that are whole.
+finished, in files that are whole. A section records an inversion from a plain dict
+(:func:`shallow_saved`, :func:`deep_saved`) that the CLI also writes as the inversion's .npz,
+so a run resumed with ``--resume`` rebuilds its tables from the same numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
+import json
 import shlex
 import signal
 import threading
@@ -20,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import LAYOUT, ResultsFolder, write_csv
+from .results import LAYOUT, ResultsFolder, jsonable, write_csv
 
 __all__ = ["Run", "ShallowSection", "DeepSection", "ROW_COLUMNS", "REP_TITLE",
-           "deferred_interrupt", "pct", "now"]
+           "deferred_interrupt", "pct", "now", "shallow_saved", "deep_saved"]
 
 REP_TITLE = {"hog": "HOG", "hogb": "HOGb", "dsift": "DSIFT"}
 
@@ -47,8 +51,12 @@ def deferred_interrupt():
 class Run:
     """A results folder being filled; its report is rewritten after every inversion."""
 
-    def __init__(self, console, out: Path, command: str, argv, machine: dict, settings: dict):
+    def __init__(self, console, out: Path, command: str, argv, machine: dict, settings: dict,
+                 resume: bool = False):
         self.console, self.command = console, command
+        self.resume = resume          # read back the inversions the folder already holds
+        self.restored = 0             # how many were read back rather than run
+        self.settings_digest = settings_digest(command, settings)
         self.started = time.time()
         self.folder = ResultsFolder(out, {
             "command": command, "argv": list(argv), "created": now(), "status": "running",
@@ -91,12 +99,48 @@ ROW_COLUMNS = ["image", "representation", "layer", "lambda_tv", "variant", "rest
                 "seconds", "file", "status"]
 
 
+def settings_digest(command: str, settings: dict) -> str:
+    """A digest of a run's command and settings, as report.json records them: every
+    per-inversion .npz carries it, so --resume never reads back another run's results."""
+    text = json.dumps(jsonable({"command": command, "settings": settings}), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def pct(v) -> str:
     return "—" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
+
+
+def shallow_saved(inv, seconds, file) -> dict:
+    """What a resumed run needs of a finished shallow inversion (plain arrays and numbers):
+    the image's code and each restart's code (the paper's metric), the final objectives,
+    the settings the inversion used, its time and file, and the best reconstruction as the
+    figure shows it (uint8)."""
+    from .figures import to_uint8
+
+    res = inv.result
+    objective = np.asarray(res.objective[-1])
+    return {"code": np.asarray(inv.code), "codes": np.asarray(inv.codes),
+            "objective": objective, "iterations": int(res.options["iterations"]),
+            "lambda_tv": float(res.options["lambda_tv"]),
+            "lambda_alpha": float(res.options["lambda_alpha"]),
+            "sigma": float(res.options["sigma"]), "seconds": float(seconds), "file": str(file),
+            "reconstruction": to_uint8(inv.reconstructions[int(np.argmin(objective))])}
+
+
+def deep_saved(inv, files) -> dict:
+    """What a resumed run needs of a finished CaffeNet inversion (see :func:`shallow_saved`)."""
+    from .figures import to_uint8
+
+    return {"code": np.asarray(inv.code), "codes": np.asarray(inv.codes),
+            "objective": np.asarray(inv.objective), "relative": np.asarray(inv.relative),
+            "lambda_tv": float(inv.lambda_tv),
+            "iterations": int(inv.result.options["iterations"]), "seconds": float(inv.seconds),
+            "files": [str(f) for f in files],
+            "reconstruction": to_uint8(inv.reconstructions[inv.best])}
 
 
 class ShallowSection:
@@ -112,27 +156,34 @@ class ShallowSection:
         self.rows: list[dict] = []
 
     def add(self, image, rep, inv, seconds, file) -> None:
+        """Record a finished inversion (a ShallowInversion); see :meth:`add_saved`."""
+        self.add_saved(image, rep, shallow_saved(inv, seconds, file))
+
+    def add_saved(self, image, rep, saved: dict) -> None:
+        """Record a finished inversion from what :func:`shallow_saved` keeps of it (the same
+        dict whether it was just computed or read back from the results folder by --resume)."""
         from .shallow import image_errors
 
-        res = inv.result
-        best = int(np.argmin(res.objective[-1]))
-        e = image_errors(inv.code, inv.codes, self.scales[rep])
+        objective = saved["objective"]
+        best = int(np.argmin(objective))
+        e = image_errors(saved["code"], saved["codes"], self.scales[rep])
         rec = {"restarts": [
             {"error": e["paper"][k], "error_squared": e["squared"][k],
-             "error_relative": e["relative"][k], "objective": res.objective[-1][k]}
+             "error_relative": e["relative"][k], "objective": objective[k]}
             for k in range(len(e["paper"]))],
             "best_restart": best, "error": e["paper"][best], "error_squared": e["squared"][best],
-            "error_relative": e["relative"][best], "seconds": seconds, "file": file,
-            "iterations": res.options["iterations"], "lambda_tv": res.options["lambda_tv"],
-            "lambda_alpha": res.options["lambda_alpha"], "sigma": res.options["sigma"]}
+            "error_relative": e["relative"][best], "seconds": saved["seconds"],
+            "file": saved["file"], "iterations": saved["iterations"],
+            "lambda_tv": saved["lambda_tv"], "lambda_alpha": saved["lambda_alpha"],
+            "sigma": saved["sigma"]}
         self.runs[(image, rep)] = rec
-        self.recons[(image, rep)] = inv.reconstructions[best]
+        self.recons[(image, rep)] = saved["reconstruction"]
         self.rows.append({"image": image, "representation": rep, "restart": best,
                           "lambda_tv": rec["lambda_tv"], "error": rec["error"],
                           "error_squared": rec["error_squared"],
                           "error_relative": rec["error_relative"],
-                          "objective": res.objective[-1][best], "iterations": rec["iterations"],
-                          "seconds": seconds, "file": file, "status": "ok"})
+                          "objective": objective[best], "iterations": rec["iterations"],
+                          "seconds": rec["seconds"], "file": rec["file"], "status": "ok"})
 
     def add_failure(self, image, rep, status, message) -> None:
         self.runs[(image, rep)] = {"status": status, "message": message}
@@ -226,26 +277,33 @@ class DeepSection:
         self.lambdas = list(dict.fromkeys(j.lambda_tv for j in jobs))
 
     def add(self, image, job, inv, scale, files) -> None:
-        best = inv.best
-        d = np.sqrt(((inv.codes.reshape(len(inv.codes), -1).astype(np.float64)
-                      - inv.code.reshape(1, -1)) ** 2).sum(axis=1))
+        """Record a finished inversion (a DeepInversion); see :meth:`add_saved`."""
+        self.add_saved(image, job, deep_saved(inv, files), scale)
+
+    def add_saved(self, image, job, saved: dict, scale) -> None:
+        """Record a finished inversion from what :func:`deep_saved` keeps of it; ``scale``
+        is N_Phi of the images' codes at the layer (None for one image)."""
+        objective, relative = saved["objective"], saved["relative"]
+        codes, files = saved["codes"], saved["files"]
+        best = int(np.argmin(objective))
+        d = np.sqrt(((codes.reshape(len(codes), -1).astype(np.float64)
+                      - saved["code"].reshape(1, -1)) ** 2).sum(axis=1))
         paper = d / scale if scale else None
-        res = inv.result
-        rec = {"layer": job.layer, "lambda_tv": inv.lambda_tv, "variant": job.variant,
-               "best_restart": best, "error_relative": inv.relative[best],
-               "error": None if paper is None else paper[best], "seconds": inv.seconds,
-               "iterations": res.options["iterations"], "files": files,
-               "restarts": [{"error_relative": inv.relative[k],
+        rec = {"layer": job.layer, "lambda_tv": saved["lambda_tv"], "variant": job.variant,
+               "best_restart": best, "error_relative": relative[best],
+               "error": None if paper is None else paper[best], "seconds": saved["seconds"],
+               "iterations": saved["iterations"], "files": files,
+               "restarts": [{"error_relative": relative[k],
                              "error": None if paper is None else paper[k],
-                             "objective": inv.objective[k]} for k in range(len(inv.relative))]}
+                             "objective": objective[k]} for k in range(len(relative))]}
         self.runs[(image, job)] = rec
-        self.recons[(image, job)] = inv.reconstructions[best]
+        self.recons[(image, job)] = saved["reconstruction"]
         self.rows.append({"image": image, "representation": f"caffenet:{job.layer}",
-                          "layer": job.layer, "lambda_tv": inv.lambda_tv,
+                          "layer": job.layer, "lambda_tv": rec["lambda_tv"],
                           "variant": job.variant, "restart": best, "error": rec["error"],
                           "error_relative": rec["error_relative"],
-                          "objective": inv.objective[best], "iterations": rec["iterations"],
-                          "seconds": inv.seconds, "file": files[best], "status": "ok"})
+                          "objective": objective[best], "iterations": rec["iterations"],
+                          "seconds": rec["seconds"], "file": files[best], "status": "ok"})
 
     def add_failure(self, image, job, status, message) -> None:
         self.runs[(image, job)] = {"layer": job.layer, "status": status, "message": message}

@@ -14,7 +14,10 @@ A command's results folder (``invert-native demo|evaluate|layers -o OUT``)::
       images/         every original and reconstruction alone, as PNG:
                       <image>__original.png, <image>__<representation>.png (evaluate, demo),
                       <image>__<layer>__lv<lambda_tv>[__window5|__group1][__r<restart>].png
-                      (layers; one file per restart when --restarts > 1)
+                      (layers; one file per restart when --restarts > 1), and beside
+                      each reconstruction <same name>.npz: what --resume needs of that
+                      inversion (the codes of the image and of each restart, objectives,
+                      settings, seconds, the best reconstruction; or the failure)
 
 ``demo --weights`` adds the CaffeNet part as figure-caffenet.png and summary-caffenet.csv.
 Errors in the CSV and JSON files are fractions (0.281 is 28.1 %); the Markdown shows %.
@@ -26,6 +29,9 @@ restart).
 Files are written to a temporary name in the same folder and renamed into place
 (``os.replace``), so a reader (or a Ctrl-C) never sees half a file; the report is rewritten
 after every finished inversion, so an interrupted run keeps everything that finished.
+A per-inversion .npz is written last, after the inversion's PNGs: it marks the inversion
+finished. ``--resume`` reads them back (:meth:`ResultsFolder.load_inversion`), after checking
+that report.json records the same command and settings, and redoes only what has none.
 """
 
 from __future__ import annotations
@@ -36,12 +42,13 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["LAYOUT", "ResultsFolder", "atomic_write", "write_text", "write_json", "write_csv",
-           "write_png", "jsonable", "slug"]
+           "write_png", "write_npz", "read_npz", "jsonable", "slug"]
 
 # The layout above, as the CLI's --help prints it.
 LAYOUT = """\
@@ -53,12 +60,15 @@ results folder layout:
   OUT/summary.csv   the command's table (mean/std per representation, or layer x lambda_tv)
   OUT/figure.png    originals beside reconstructions, labelled with errors
   OUT/images/       each original and reconstruction alone (<image>__original.png,
-                    <image>__<representation>.png, <image>__<layer>__lv<lambda_tv>.png)
+                    <image>__<representation>.png, <image>__<layer>__lv<lambda_tv>.png),
+                    and per inversion a .npz of the same name: what --resume reads back
+                    (codes of the image and of the reconstructions, objectives, settings)
   demo --weights adds figure-caffenet.png and summary-caffenet.csv.
   invert writes OUT.png (best restart), OUT.compare.png and OUT.json instead.
 Errors in CSV/JSON are fractions (0.281 = 28.1 %). Files are replaced atomically
 and the report is rewritten after every finished inversion: Ctrl-C keeps what
-finished."""
+finished, and `--resume -o OUT` (same command and settings) redoes only the
+inversions that have no .npz yet, after Ctrl-C or a crash."""
 
 
 def atomic_write(path, data: bytes) -> Path:
@@ -139,6 +149,43 @@ def write_png(path, image) -> Path:
     return atomic_write(path, buf.getvalue())
 
 
+def write_npz(path, values: dict) -> Path:
+    """Arrays, numbers, strings and lists of strings, compressed, written atomically.
+
+    Lists are stored under ``<key>.list`` so that :func:`read_npz` gives them back as lists;
+    numbers and strings come back as Python scalars of the same value.
+    """
+    arrays = {}
+    for k, v in values.items():
+        if isinstance(v, (list, tuple)):
+            arrays[f"{k}.list"] = np.asarray([str(x) for x in v], dtype=str)
+        else:
+            arrays[k] = np.asarray(v)
+    buf = io.BytesIO()
+    # the .npz format by hand: np.savez_compressed takes its keys as keyword arguments, and
+    # one named "file" would clash with its first parameter
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for k, a in arrays.items():
+            with zf.open(f"{k}.npy", "w") as f:
+                np.lib.format.write_array(f, a, allow_pickle=False)
+    return atomic_write(path, buf.getvalue())
+
+
+def read_npz(path) -> dict:
+    """What :func:`write_npz` wrote (no pickles are read)."""
+    out = {}
+    with np.load(path, allow_pickle=False) as z:
+        for k in z.files:
+            a = z[k]
+            if k.endswith(".list"):
+                out[k[:-5]] = [str(x) for x in a]
+            elif a.ndim == 0:
+                out[k] = a.item()
+            else:
+                out[k] = a
+    return out
+
+
 def slug(text: str) -> str:
     """A file-name-safe version of ``text`` (letters, digits, '-', '_', '.')."""
     s = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-.")
@@ -162,6 +209,28 @@ class ResultsFolder:
         """Write images/<name>.png; returns its path relative to the folder."""
         write_png(self.images / f"{slug(name)}.png", image)
         return f"images/{slug(name)}.png"
+
+    def save_inversion(self, name: str, saved: dict, settings_digest: str) -> str:
+        """Write images/<name>.npz: what a resumed run needs of one finished (or failed)
+        inversion, tagged with the digest of the run's settings. Write it after the
+        inversion's PNGs: its presence marks the inversion finished."""
+        path = self.images / f"{slug(name)}.npz"
+        write_npz(path, dict(saved, _settings_digest=settings_digest))
+        return f"images/{path.name}"
+
+    def load_inversion(self, name: str, settings_digest: str) -> dict | None:
+        """images/<name>.npz as :meth:`save_inversion` wrote it, or None where there is none,
+        it cannot be read, or it was written by a run of other settings."""
+        path = self.images / f"{slug(name)}.npz"
+        if not path.is_file():
+            return None
+        try:
+            saved = read_npz(path)
+        except Exception:  # damaged: the inversion is redone
+            return None
+        if saved.pop("_settings_digest", None) != settings_digest:
+            return None
+        return saved
 
     def figure(self, pil_image, name: str = "figure.png") -> str:
         write_png(self.path / name, pil_image)
