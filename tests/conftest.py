@@ -67,6 +67,15 @@ def _as_f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
+def under_asan() -> bool:
+    """Whether AddressSanitizer's runtime is loaded into this process (CI's sanitizer run)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return "libasan" in f.read()
+    except OSError:
+        return False
+
+
 def refs_required() -> bool:
     """True when a missing reference library must fail a test (INVERT_NATIVE_REQUIRE_REFS=1)."""
     return os.environ.get("INVERT_NATIVE_REQUIRE_REFS", "") == "1"
