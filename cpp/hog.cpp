@@ -32,9 +32,10 @@ void hog_cells_forward(const HogCellsParams& p, const float* x, float* hist, flo
 void hog_cells_backward(const HogCellsParams& p, const float* pix, const index_t* assign,
                         const float* dhist, float* dx, float* workspace) {
     const index_t plane = p.H * p.W, cells = p.h * p.w, K = p.K();
-    std::vector<float> own;
+    // the caller's workspace, or this thread's, which only grows: no allocation per call
+    thread_local std::vector<float> own;
     if (!workspace) {
-        own.resize(hog_cells_workspace_size(p));
+        if (own.size() < hog_cells_workspace_size(p)) own.resize(hog_cells_workspace_size(p));
         workspace = own.data();
     }
     float* dg = workspace;  // [N, 2, H, W] dL/d(gx, gy)
@@ -76,9 +77,10 @@ void hog_norm_forward(const HogNormParams& p, const float* hist, float* y, float
 void hog_norm_backward(const HogNormParams& p, const float* hist, const float* blocks,
                        const float* dy, float* dhist, float* workspace) {
     const index_t cells = p.h * p.w, K = p.K(), nb = (p.h + 1) * (p.w + 1);
-    std::vector<float> own;
+    // the caller's workspace, or this thread's, which only grows: no allocation per call
+    thread_local std::vector<float> own;
     if (!workspace) {
-        own.resize(hog_norm_workspace_size(p));
+        if (own.size() < hog_norm_workspace_size(p)) own.resize(hog_norm_workspace_size(p));
         workspace = own.data();
     }
     float* g = workspace;  // [N, 4, h, w] dL/d(factor i of each cell)

@@ -536,3 +536,21 @@ def test_bad_files_and_inputs(rng, tmp_path):
 def test_caffenet_from_onnx_refuses_other_nets(rng, tmp_path):
     with pytest.raises(OnnxError, match="not CaffeNet's or AlexNet's"):
         inv.CaffeNet.from_onnx(build_model(vgg_desc(rng), [1, 3, 33, 33]))
+
+
+def test_inverting_an_onnx_net_reuses_arrays_bit_identically(rng):
+    # through the asymmetric and SAME_UPPER convolutions, whose padding and cropping arrays
+    # come from the inversion's workspace too
+    net = inv.OnnxNet(build_model(vgg_desc(rng), [1, 3, 33, 33]))
+    rep = net.representation("fc1")
+    target = rep.forward(photo(33)).copy()
+
+    class Opaque:  # no reuses_outputs: every op allocates
+        forward, backward = staticmethod(rep.forward), staticmethod(rep.backward)
+
+    kw = dict(image_shape=(33, 33, 3), iterations=6, restarts=2, learning_rate=1e-3,
+              lambda_alpha=1e-8, lambda_tv=1e-3)
+    a, b = inv.invert(rep, target, **kw), inv.invert(Opaque(), target, **kw)
+    np.testing.assert_array_equal(a.x, b.x)  # (images differ: Opaque adds no mean back)
+    np.testing.assert_array_equal(a.objective, b.objective)
+    assert a.objective[-1].max() < a.objective[0].min()

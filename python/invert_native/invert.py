@@ -12,6 +12,7 @@ The representation is any object with ``forward(x)`` and ``backward(dy)`` on
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -223,35 +224,44 @@ def _descend(obj, x, velocity, hist, segments, momentum, callback, callback_ever
     xp = obj.xp
     total = hist.shape[1]
     it = 0
-    for rate, count in segments:
-        velocity[...] = 0.0  # the authors reset the momentum at each rate change
-        for _ in range(count):
-            try:
-                terms, grad = obj.evaluate(x)
-            except ValueError:
-                # a representation that checks its input refuses a diverged image
-                if not bool(xp.isfinite(x).all()):
-                    raise InversionDiverged(
-                        f"the image became NaN/Inf by iteration {it} (learning rate {rate:g}); "
-                        "rerun with a smaller learning_rate or lambda_alpha") from None
-                raise
-            for k in range(4):
-                hist[k, it] = terms[k]
-            velocity *= xp.float32(momentum)
-            velocity -= xp.float32(rate) * grad
-            x += velocity
-            it += 1
-            # on the host the check is free; on a GPU it costs a transfer, so every k
-            if xp is np or it % callback_every == 0 or it == total:
-                e = hist[0, it - 1]
-                e_host = e.get() if xp is not np else e
-                if not np.isfinite(e_host).all():
-                    raise InversionDiverged(
-                        f"the objective became {e_host[~np.isfinite(e_host)][0]} by iteration "
-                        f"{it} (learning rate {rate:g}); rerun with a smaller learning_rate "
-                        "or lambda_alpha")
-                if callback is not None and (it % callback_every == 0 or it == total):
-                    callback(it, np.array(e_host))
+    # Built-in representations draw their op outputs from one workspace that every
+    # iteration reuses, so the loop allocates no image- or code-sized arrays.
+    ws = ops.Workspace() if getattr(obj.rep, "reuses_outputs", False) else None
+    with ops.reusing(ws) if ws is not None else contextlib.nullcontext():
+        for rate, count in segments:
+            velocity[...] = 0.0  # the authors reset the momentum at each rate change
+            rate32, momentum32 = xp.float32(rate), xp.float32(momentum)
+            for _ in range(count):
+                if ws is not None:
+                    ws.rewind()
+                try:
+                    terms, grad = obj.evaluate(x)
+                except ValueError:
+                    # a representation that checks its input refuses a diverged image
+                    if not bool(xp.isfinite(x).all()):
+                        raise InversionDiverged(
+                            f"the image became NaN/Inf by iteration {it} (learning rate "
+                            f"{rate:g}); rerun with a smaller learning_rate or lambda_alpha"
+                        ) from None
+                    raise
+                for k in range(4):
+                    hist[k, it] = terms[k]
+                velocity *= momentum32
+                grad *= rate32  # grad is scratch: scale it in place rather than allocate
+                velocity -= grad
+                x += velocity
+                it += 1
+                # on the host the check is free; on a GPU it costs a transfer, so every k
+                if xp is np or it % callback_every == 0 or it == total:
+                    e = hist[0, it - 1]
+                    e_host = e.get() if xp is not np else e
+                    if not np.isfinite(e_host).all():
+                        raise InversionDiverged(
+                            f"the objective became {e_host[~np.isfinite(e_host)][0]} by "
+                            f"iteration {it} (learning rate {rate:g}); rerun with a smaller "
+                            "learning_rate or lambda_alpha")
+                    if callback is not None and (it % callback_every == 0 or it == total):
+                        callback(it, np.array(e_host))
 
 
 class _Objective:
@@ -289,7 +299,11 @@ class _Objective:
                              "||Phi - Phi0||^2 / ||Phi0||^2 is undefined")
 
     def _residual(self, x):
-        r = self.rep.forward(self.sigma * x)
+        """Phi(sigma x) (* mask) - target, in the representation's output array."""
+        xs = ops._dispatch.new_array(self.xp, x.shape, x.dtype,
+                                     x.device if self.xp is not np else None)
+        self.xp.multiply(x, self.xp.float32(self.sigma), out=xs)
+        r = self.rep.forward(xs)
         if self.m is not None:
             r *= self.m  # t is already masked
         r -= self.t
@@ -300,19 +314,26 @@ class _Objective:
         return (r.astype(self.xp.float64) ** 2).reshape(x.shape[0], -1).sum(axis=1) / self.t_norm2
 
     def evaluate(self, x):
-        """-> ((E, data, lambda_alpha*R_alpha, lambda_tv*R_tv) each (N,) float64, dE/dx)."""
+        """-> ((E, data, lambda_alpha*R_alpha, lambda_tv*R_tv) each (N,) float64, dE/dx).
+
+        dE/dx may be scratch that the next call overwrites (see :func:`_descend`).
+        """
         xp = self.xp
         r = self._residual(x)
-        data = (r.astype(xp.float64) ** 2).reshape(x.shape[0], -1).sum(axis=1) / self.t_norm2
-        r *= xp.float32(2.0 / self.t_norm2)
+        # sum r^2 (in float64) and its gradient 2r in one pass
+        sq, dr = ops.alpha_norm_forward(r, 2.0)
+        data = sq / self.t_norm2
+        dr *= xp.float32(1.0 / self.t_norm2)
         if self.m is not None:
-            r *= self.m
-        grad = self.rep.backward(r)
+            dr *= self.m
+        grad = self.rep.backward(dr)
         grad *= xp.float32(self.sigma)
         ra, ga = ops.alpha_norm_forward(x, self.alpha)
         rt, gt = ops.tv_forward(x, self.beta, self.tv_floor)
-        grad += xp.float32(self.lambda_alpha) * ga
-        grad += xp.float32(self.lambda_tv) * gt
+        ga *= xp.float32(self.lambda_alpha)
+        gt *= xp.float32(self.lambda_tv)
+        grad += ga
+        grad += gt
         ra = self.lambda_alpha * ra
         rt = self.lambda_tv * rt
         return (data + ra + rt, data, ra, rt), grad

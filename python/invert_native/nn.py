@@ -63,6 +63,10 @@ class Layer:
     """Base class: ``forward(x)`` then ``backward(dy)`` -> dx."""
 
     _params: tuple[str, ...] = ()
+    # Keeps no op output across forward/backward passes, so that invert() may run it
+    # with reused output arrays (invert_native.ops.Workspace). A subclass that keeps
+    # outputs of one pass for the next must set this to False.
+    reuses_outputs = True
 
     def __init__(self):
         self._cache = None

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _backend
+from .ops._dispatch import new_array
 from .nn import LRN, Conv2d, Layer, Linear, MaxPool2d, ReLU
 from .representations.caffenet import (CAFFENET_LAYERS, ConvNet, ImageTransform, _LRN, _CONV,
                                        _POOL, _layer_order)
@@ -90,6 +91,12 @@ def _window_count(H, k, s, pb, pe, ceil_mode):
             o -= 1
         return o
     return span // s + 1
+
+
+def _scratch(like, shape):
+    """An uninitialised float32 array on like's device; reused across iterations in invert()."""
+    dev = like.device if _backend.is_cupy(like) else None
+    return new_array(_backend.array_module(like), shape, np.float32, dev)
 
 
 def _same_pads(H, k, s, mode):
@@ -161,30 +168,36 @@ class _Windowed(Layer):
         return self.kernel, self.stride
 
     def forward(self, x):
-        xp = _backend.array_module(x)
         begin, extend, (Ho, Wo) = self._plan(x.shape[2], x.shape[3])
         self.core.padding = begin
         xin = x
         if extend != (0, 0):
-            xin = xp.pad(x, ((0, 0), (0, 0), (0, extend[0]), (0, extend[1])))
+            N, C, H, W = x.shape
+            xin = _scratch(x, (N, C, H + extend[0], W + extend[1]))
+            xin[...] = 0  # asymmetric zero padding at the end (conv only: pools never extend)
+            xin[:, :, :H, :W] = x
         y = self.core.forward(xin)
         full = tuple(y.shape)
         if full[2:] != (Ho, Wo):
-            y = xp.ascontiguousarray(y[:, :, :Ho, :Wo])
+            crop = _scratch(y, y.shape[:2] + (Ho, Wo))
+            crop[...] = y[:, :, :Ho, :Wo]
+            y = crop
         self._cache = (tuple(x.shape), begin, full)
         return y
 
     def backward(self, dy):
         x_shape, begin, full = self._cached()
-        xp = _backend.array_module(dy)
         self.core.padding = begin
         if tuple(dy.shape) != full:
-            d = xp.zeros(full, xp.float32)
+            d = _scratch(dy, full)
+            d[...] = 0
             d[:, :, :dy.shape[2], :dy.shape[3]] = dy
             dy = d
         dx = self.core.backward(dy)
         if tuple(dx.shape) != x_shape:
-            dx = xp.ascontiguousarray(dx[:, :, :x_shape[2], :x_shape[3]])
+            crop = _scratch(dx, x_shape)
+            crop[...] = dx[:, :, :x_shape[2], :x_shape[3]]
+            dx = crop
         return dx
 
     def to(self, device):

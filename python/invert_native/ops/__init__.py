@@ -13,7 +13,9 @@ Input rules, the same for every op:
   on one GPU): ``TypeError`` / ``ValueError`` otherwise.
 * Non-contiguous arrays (slices, transposes, negative strides) are accepted
   and copied to a C-contiguous buffer first; the caller's arrays are never
-  written to. Outputs are new arrays of the input's type.
+  written to. Outputs are new arrays of the input's type (or, inside
+  ``with reusing(workspace):``, arrays of a :class:`Workspace` reused from one pass
+  of a loop to the next: how :func:`invert_native.invert` avoids allocating).
 * Wrong ranks, shapes that do not agree, ``groups`` that do not divide the
   channels, kernels larger than the padded input and zero-size dimensions
   raise ``ValueError`` naming the argument.
@@ -27,6 +29,7 @@ not synchronised.
 from ._core import (conv2d_backward, conv2d_forward, linear_backward, linear_forward,
                     lrn_backward, lrn_forward, maxpool2d_backward, maxpool2d_forward,
                     relu_backward, relu_forward)
+from ._dispatch import Workspace, reusing
 from .regularisers import alpha_norm_forward, tv_forward
 from .dsift import (DsiftConfig, dsift_geometry, dsift_gradient_backward, dsift_gradient_forward,
                     dsift_normalize_backward, dsift_normalize_forward, dsift_sample_backward,
@@ -34,6 +37,7 @@ from .dsift import (DsiftConfig, dsift_geometry, dsift_gradient_backward, dsift_
 from .hog import hog_cells_backward, hog_cells_forward, hog_norm_backward, hog_norm_forward
 
 __all__ = [
+    "Workspace", "reusing",
     "conv2d_forward", "conv2d_backward",
     "relu_forward", "relu_backward",
     "maxpool2d_forward", "maxpool2d_backward",

@@ -2,12 +2,84 @@
 
 from __future__ import annotations
 
+import contextlib
 import operator
+import threading
 
 import numpy as np
 
 from .. import _backend
 from .._backend import _cpu  # noqa: F401  (re-exported for the op modules)
+
+class Workspace:
+    """Output arrays of the ops, reused from one pass of a loop to the next.
+
+    Inside ``with reusing(ws):`` the k-th output array that an op creates in this thread is the
+    k-th array of the previous pass when its type, device, shape and dtype match (a new array
+    otherwise, kept for the next pass). Start every pass with :meth:`rewind`. The arrays of the
+    previous pass are overwritten, so this suits loops whose passes keep nothing across
+    passes, such as the iterations of :func:`invert_native.invert` (which uses it for
+    representations whose ``reuses_outputs`` attribute is true: every built-in one).
+    """
+
+    def __init__(self):
+        self._arrays = []
+        self._next = 0
+
+    def rewind(self):
+        """Start a pass: the next output reuses the first array of the previous pass."""
+        self._next = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the workspace's arrays."""
+        return sum(int(a.nbytes) for a in self._arrays)
+
+    def take(self, xp, shape, dtype, device=None):
+        shape, dtype = tuple(int(d) for d in shape), np.dtype(dtype)
+        k = self._next
+        self._next += 1
+        if k < len(self._arrays):
+            a = self._arrays[k]
+            if (_backend.array_module(a) is xp and a.shape == shape and a.dtype == dtype
+                    and (device is None or a.device.id == device.id)):
+                return a
+        if device is not None:
+            with device:
+                a = xp.empty(shape, dtype)
+        else:
+            a = xp.empty(shape, dtype)
+        if k < len(self._arrays):
+            self._arrays[k] = a
+        else:
+            self._arrays.append(a)
+        return a
+
+
+_active = threading.local()
+
+
+@contextlib.contextmanager
+def reusing(workspace: Workspace):
+    """Draw the op outputs created in this thread from ``workspace`` (see :class:`Workspace`)."""
+    previous = getattr(_active, "workspace", None)
+    _active.workspace = workspace
+    try:
+        yield workspace
+    finally:
+        _active.workspace = previous
+
+
+def new_array(xp, shape, dtype=np.float32, device=None):
+    """An uninitialised array: from the active :class:`Workspace` if there is one."""
+    ws = getattr(_active, "workspace", None)
+    if ws is not None:
+        return ws.take(xp, shape, dtype, device)
+    if device is not None:
+        with device:
+            return xp.empty(shape, dtype)
+    return xp.empty(shape, dtype)
+
 
 class _Call:
     """Validated arrays of one op call and the backend that runs them."""
@@ -51,10 +123,7 @@ class _Call:
         return a
 
     def empty(self, shape, dtype=np.float32):
-        if self.cuda:
-            with self.device:
-                return self.xp.empty(shape, dtype)
-        return np.empty(shape, dtype)
+        return new_array(self.xp, shape, dtype, self.device)
 
     def launch(self, name, *args):
         """Run the CUDA core's `name` on the arrays' device and CuPy's current stream."""

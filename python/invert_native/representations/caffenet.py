@@ -447,6 +447,8 @@ class LayerRepresentation:
     layers (and their caches): run one representation of a net at a time.
     """
 
+    reuses_outputs = True  # as its layers (see invert_native.nn.Layer)
+
     def __init__(self, net: ConvNet, layer: str):
         self.net = net
         self.layer = net._check_name(layer)
