@@ -100,10 +100,13 @@ INV_HD void pool_window(index_t o, index_t size, index_t k, index_t s, index_t p
     *end = imin(e, size);
 }
 
-// Max over the window of output (oy, ox) in plane xp [H, W]. Tie rule: the
-// first maximum in row-major order wins (strict >). A NaN never wins, except
-// that an all-NaN window returns NaN at its first cell. Writes the winner's
-// index within the plane to *argmax.
+// Whether cell value v replaces the running maximum best of a window scanned in
+// row-major order. Tie rule: the first maximum wins (strict >). A NaN never
+// wins, except that an all-NaN window keeps NaN at its first cell.
+INV_HD bool maxpool_takes(float v, float best) { return v > best || (best != best && v == v); }
+
+// Max over the window of output (oy, ox) in plane xp [H, W] (rule: maxpool_takes).
+// Writes the winner's index within the plane to *argmax.
 INV_HD float maxpool2d_forward_at(const Pool2dParams& p, const float* xp, index_t oy, index_t ox,
                                   index_t* argmax) {
     index_t y0, y1, x0, x1;
@@ -114,7 +117,7 @@ INV_HD float maxpool2d_forward_at(const Pool2dParams& p, const float* xp, index_
     for (index_t iy = y0; iy < y1; ++iy)
         for (index_t ix = x0; ix < x1; ++ix) {
             const float v = xp[iy * p.W + ix];
-            if (v > best || (best != best && v == v)) {
+            if (maxpool_takes(v, best)) {
                 best = v;
                 best_i = iy * p.W + ix;
             }
