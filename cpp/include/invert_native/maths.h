@@ -182,24 +182,52 @@ INV_HD float lrn_scale_at(const LrnParams& p, const float* xs, index_t plane, in
     return lrn_scale(p, s);
 }
 
+// One term dy_c' * y_c' / scale_c' of acc_c (see lrn_backward_elem).
+INV_HD float lrn_backward_term(float dy, float y, float scale) { return dy * y / scale; }
+
 // acc_c of lrn_backward_elem at one pixel (pointers at channel 0 of the pixel).
 INV_HD float lrn_backward_acc_at(const LrnParams& p, const float* dys, const float* ys,
                                  const float* scales, index_t plane, index_t c) {
     index_t c0, c1;
     lrn_window_transposed(c, p.C, p.size, &c0, &c1);
     float acc = 0.0f;
-    for (index_t j = c0; j < c1; ++j) acc += dys[j * plane] * ys[j * plane] / scales[j * plane];
+    for (index_t j = c0; j < c1; ++j)
+        acc += lrn_backward_term(dys[j * plane], ys[j * plane], scales[j * plane]);
     return acc;
 }
 
+// scale^(-beta). With kCaffeBeta (beta = 0.75, every LRN of CaffeNet and
+// AlexNet) as 1 / (s^(1/2) s^(1/4)): two square roots and a division, a few
+// ulp from powf and vectorisable. The CPU core picks the form once per call;
+// lrn_pow_neg_beta picks it per element (the CUDA kernels): the same values.
+template <bool kCaffeBeta>
+INV_HD float lrn_pow_neg_beta_t(float scale, float beta) {
+    if (kCaffeBeta) {
+        const float r = sqrtf(scale);
+        return 1.0f / (r * sqrtf(r));
+    }
+    return powf(scale, -beta);
+}
+INV_HD bool lrn_caffe_beta(float beta) { return beta == 0.75f; }
+INV_HD float lrn_pow_neg_beta(float scale, float beta) {
+    return lrn_caffe_beta(beta) ? lrn_pow_neg_beta_t<true>(scale, beta)
+                                : lrn_pow_neg_beta_t<false>(scale, beta);
+}
+
 INV_HD float lrn_output(const LrnParams& p, float x, float scale) {
-    return x * powf(scale, -p.beta);
+    return x * lrn_pow_neg_beta(scale, p.beta);
 }
 
 // dx_c = dy_c * scale_c^(-beta) - (2 alpha beta / n) * x_c * acc_c, where
 // acc_c = sum_{c' : c in win(c')} dy_c' * y_c' / scale_c'.
+template <bool kCaffeBeta>
+INV_HD float lrn_backward_elem_t(const LrnParams& p, float x, float scale, float dy, float acc) {
+    return dy * lrn_pow_neg_beta_t<kCaffeBeta>(scale, p.beta) -
+           (2.0f * p.alpha * p.beta / float(p.size)) * x * acc;
+}
 INV_HD float lrn_backward_elem(const LrnParams& p, float x, float scale, float dy, float acc) {
-    return dy * powf(scale, -p.beta) - (2.0f * p.alpha * p.beta / float(p.size)) * x * acc;
+    return lrn_caffe_beta(p.beta) ? lrn_backward_elem_t<true>(p, x, scale, dy, acc)
+                                  : lrn_backward_elem_t<false>(p, x, scale, dy, acc);
 }
 
 }  // namespace invert_native
