@@ -204,6 +204,23 @@ def test_resume_refuses_other_images_or_command(photos, tmp_path, capsys):
     assert code == 2 and "`invert-native evaluate` run, not `demo`" in err, err
 
 
+def test_resume_accepts_the_same_images_typed_another_way(photos, tmp_path, capsys,
+                                                          monkeypatch):
+    out = tmp_path / "out"
+    argv = evaluate_argv(photos, out)
+    argv[argv.index("--iterations") + 1] = "2"
+    assert run(argv, capsys)[0] == 0
+    # relative paths with a ./ and a .., from another working directory
+    monkeypatch.chdir(photos)
+    retyped = [f"./{a.name}" if isinstance(a, Path) and a.parent == photos else a
+               for a in argv]
+    retyped[retyped.index("./camera.png")] = f"../{photos.name}/camera.png"
+    calls = counting(monkeypatch, shallow, "invert_image")
+    code, _, err = run(retyped + ["--resume"], capsys)
+    assert code == 0, err
+    assert calls == []  # all six inversions read back, none redone
+
+
 def test_resume_never_reads_back_another_runs_inversions(photos, tmp_path, capsys,
                                                          monkeypatch):
     out, ref = tmp_path / "out", tmp_path / "ref"

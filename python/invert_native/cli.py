@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
+import os
 import sys
 import time
 import warnings
@@ -312,6 +313,12 @@ def _short(value, limit: int = 60) -> str:
         return "none"
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _image_paths(images) -> dict:
+    """{name: absolute path} of a run's images: --resume then accepts the same files however
+    they are typed (a.jpg, ./a.jpg, an absolute path, from another working directory)."""
+    return {im.name: os.path.realpath(im.path) for im in images}
 
 
 def _inputs_digest(*arrays_of) -> str:
@@ -874,7 +881,7 @@ def _cmd_evaluate(args) -> int:
     section = _shallow_section(items, reps, args, console)
     out = _out_folder(args, "evaluate")
     settings = _settings(args, reps=reps, size=list(size),
-                         images={im.name: im.path for im in images},
+                         images=_image_paths(images),
                          inputs_sha256=_inputs_digest(items))
     run = _start(args, out, "evaluate", machine, settings, console)
     if not args.quiet:
@@ -920,7 +927,7 @@ def _cmd_layers(args) -> int:
     settings = _settings(args, layers=list(dict.fromkeys(j.layer for j in jobs)),
                          lambda_tv=args.lambda_tv or "paper (0.5 / 5 / 50 by layer)",
                          window=args.window, group=args.group,
-                         images={im.name: im.path for im in images},
+                         images=_image_paths(images),
                          weights=_weights_setting(args), inputs_sha256=_inputs_digest(items))
     run = _start(args, out, "layers", machine, settings, console)
     section = DeepSection("layers", items, jobs, net, _weights_record(args, net))
