@@ -35,53 +35,83 @@ struct OrientationBins {
 // so tan <= 0.18: there the odd Taylor series of atan through z^11 is exact to
 // float rounding (next term < 3e-9 relative at z = 0.25) and much cheaper than
 // atan2f, which the rest of the range still takes.
+// The two halves of orientation_angle, branch-free each, for loops that
+// vectorise: the series for every lane, then atan2f only where
+// orientation_angle_series_ok is false.
+INV_HD float orientation_cross(float nx, float ny, float bx, float by) {
+    return fabsf(bx * ny - by * nx);
+}
+INV_HD float orientation_dot(float nx, float ny, float bx, float by) { return bx * nx + by * ny; }
+INV_HD bool orientation_angle_series_ok(float cross, float dot) {
+    return (dot > 0.0f) & (cross <= 0.25f * dot);  // & : both always evaluated
+}
+INV_HD float orientation_angle_series(float cross, float dot) {
+    const float z = cross / dot, z2 = z * z;
+    const float poly =
+        1.0f + z2 * (-1.0f / 3.0f +
+                     z2 * (1.0f / 5.0f +
+                           z2 * (-1.0f / 7.0f + z2 * (1.0f / 9.0f + z2 * (-1.0f / 11.0f)))));
+    return z * poly;
+}
+
 INV_HD float orientation_angle(float nx, float ny, float bx, float by) {
-    const float cross = fabsf(bx * ny - by * nx), dot = bx * nx + by * ny;
-    if (dot > 0.0f && cross <= 0.25f * dot) {
-        const float z = cross / dot, z2 = z * z;
-        const float poly =
-            1.0f + z2 * (-1.0f / 3.0f +
-                         z2 * (1.0f / 5.0f +
-                               z2 * (-1.0f / 7.0f + z2 * (1.0f / 9.0f + z2 * (-1.0f / 11.0f)))));
-        return z * poly;
-    }
+    const float cross = orientation_cross(nx, ny, bx, by), dot = orientation_dot(nx, ny, bx, by);
+    if (orientation_angle_series_ok(cross, dot)) return orientation_angle_series(cross, dot);
     return atan2f(cross, dot);
 }
 
-INV_HD float orientation_dir_x(const float* ux, int A, int b) { return b < A ? ux[b] : -ux[b - A]; }
-INV_HD float orientation_dir_y(const float* uy, int A, int b) { return b < A ? uy[b] : -uy[b - A]; }
+INV_HD float orientation_dir_x(const float* ux, int A, int b) {
+    const float u = ux[b < A ? b : b - A];
+    return b < A ? u : -u;
+}
+INV_HD float orientation_dir_y(const float* uy, int A, int b) {
+    const float u = uy[b < A ? b : b - A];
+    return b < A ? u : -u;
+}
 
 // Best two of the K = 2*A directions for the gradient (gx, gy) of magnitude
 // mag. The axes are scanned in order, each giving the direction on the
 // gradient's side; a strict > keeps the first of equal scores, so a tie goes
 // to the direction whose axis index is lower (VLFeat's rule: a vertical
 // gradient with O = 9 goes to bin 4, not 5).
+//
+// One step of the scan is orientation_scan_step, branch-free (selects only),
+// so that a loop over pixels vectorises; it also keeps the best direction's
+// vector (bx0, by0) = u_b0, for orientation_angle.
+struct OrientationScan {
+    int b0, b1;
+    float s0, s1;
+    float bx0, by0;
+};
+
+INV_HD OrientationScan orientation_scan_start() { return {-1, -1, 0.0f, 0.0f, 0.0f, 0.0f}; }
+
+INV_HD float orientation_unit(float g, float mag) { return g / imax(mag, 1e-10f); }
+
+INV_HD void orientation_scan_step(OrientationScan& r, float nx, float ny, float uxa, float uya,
+                                  int a, int A) {
+    const float d = nx * uxa + ny * uya;
+    const bool neg = d < 0.0f;
+    const float s = neg ? -d : d;
+    const int b = neg ? a + A : a;
+    const bool first = s > r.s0, second = !first && s > r.s1;
+    r.b1 = first ? r.b0 : (second ? b : r.b1);
+    r.s1 = first ? r.s0 : (second ? s : r.s1);
+    r.b0 = first ? b : r.b0;
+    r.s0 = first ? s : r.s0;
+    r.bx0 = first ? (neg ? -uxa : uxa) : r.bx0;
+    r.by0 = first ? (neg ? -uya : uya) : r.by0;
+}
+
 INV_HD OrientationBins orientation_best_two(float gx, float gy, float mag, const float* ux,
                                             const float* uy, int A) {
-    const float nx = gx / imax(mag, 1e-10f);
-    const float ny = gy / imax(mag, 1e-10f);
-    OrientationBins r{-1, -1, 0.0f, 0.0f, 0.0f};
-    for (int a = 0; a < A; ++a) {
-        float s = nx * ux[a] + ny * uy[a];
-        int b = a;
-        if (s < 0.0f) {
-            s = -s;
-            b += A;
-        }
-        if (s > r.s0) {
-            r.b1 = r.b0;
-            r.s1 = r.s0;
-            r.b0 = b;
-            r.s0 = s;
-        } else if (s > r.s1) {
-            r.b1 = b;
-            r.s1 = s;
-        }
-    }
-    if (r.b0 >= 0)
-        r.phi0 = orientation_angle(nx, ny, orientation_dir_x(ux, A, r.b0),
-                                   orientation_dir_y(uy, A, r.b0));
-    return r;
+    const float nx = orientation_unit(gx, mag);
+    const float ny = orientation_unit(gy, mag);
+    OrientationScan r = orientation_scan_start();
+    for (int a = 0; a < A; ++a) orientation_scan_step(r, nx, ny, ux[a], uy[a], a, A);
+    OrientationBins out{r.b0, r.b1, r.s0, r.s1, 0.0f};
+    if (r.b0 >= 0) out.phi0 = orientation_angle(nx, ny, r.bx0, r.by0);
+    return out;
 }
 
 // Share of |g| given to b0 and b1 (the bin width is pi/A = 2pi/K):
@@ -91,20 +121,32 @@ INV_HD OrientationBins orientation_best_two(float gx, float gy, float mag, const
 //   relu:     w_j = max(0, s_j - cos(width)) / (1 - cos(width)), i.e. the
 //             paper's max(0, <g,u_j> - a|g|) scaled so that a gradient along
 //             u_j gives |g|. Only the two best directions can be > 0.
-INV_HD void orientation_weights(OrientationBinning mode, const OrientationBins& r, int A,
-                                float* w0, float* w1) {
-    const float width = kHogPi / float(A);
+// width = pi/A; cos_width = cosf(width), used by relu only (callers in a loop
+// compute it once).
+INV_HD void orientation_weights_of(OrientationBinning mode, float phi0, float s0, float s1,
+                                   int b1, float width, float cos_width, float* w0, float* w1) {
     if (mode == OrientationBinning::bilinear) {
-        *w1 = r.phi0 / width;
+        *w1 = phi0 / width;
         *w0 = 1.0f - *w1;
     } else if (mode == OrientationBinning::relu) {
-        const float a = cosf(width);
-        *w0 = imax(r.s0 - a, 0.0f) / (1.0f - a);
-        *w1 = r.b1 < 0 ? 0.0f : imax(r.s1 - a, 0.0f) / (1.0f - a);
+        const float a = cos_width;
+        const float r1 = imax(s1 - a, 0.0f) / (1.0f - a);  // outside the select
+        *w0 = imax(s0 - a, 0.0f) / (1.0f - a);
+        *w1 = b1 < 0 ? 0.0f : r1;
     } else {
         *w0 = 1.0f;
         *w1 = 0.0f;
     }
+}
+
+INV_HD float orientation_cos_width(OrientationBinning mode, int A) {
+    return mode == OrientationBinning::relu ? cosf(kHogPi / float(A)) : 0.0f;
+}
+
+INV_HD void orientation_weights(OrientationBinning mode, const OrientationBins& r, int A,
+                                float* w0, float* w1) {
+    orientation_weights_of(mode, r.phi0, r.s0, r.s1, r.b1, kHogPi / float(A),
+                           orientation_cos_width(mode, A), w0, w1);
 }
 
 // (dgx, dgy) from dL/dv_j, v_j = |g| w_j (the forward's bins b0, b1):
@@ -114,9 +156,53 @@ INV_HD void orientation_weights(OrientationBinning mode, const OrientationBins& 
 //             when b1 = b0 + 1 (mod K: g lies on the side of growing angles), else -1;
 //   relu:     sum_j [s_j > a] dv_j (u_j - a g/|g|) / (1 - a).
 // Zero at g = 0, where |g| has no derivative.
+//
+// Hard and bilinear in branch-free form, for loops that vectorise: with
+// series_only the angle is orientation_angle's series even where that takes
+// atan2f; *exact tells where (the caller then redoes the pixel with
+// orientation_binning_backward).
+INV_HD void orientation_binning_backward_hb(OrientationBinning mode, float gx, float gy, int b0,
+                                            int b1, const float* ux, const float* uy, int A,
+                                            float dv0, float dv1, bool series_only, bool* exact,
+                                            float* dgx, float* dgy) {
+    const float mag = sqrtf(gx * gx + gy * gy);
+    const bool live = (b0 >= 0) & (mag > 0.0f);
+    const float nx = orientation_unit(gx, mag), ny = orientation_unit(gy, mag);
+    float rx, ry;
+    *exact = false;
+    if (mode == OrientationBinning::bilinear) {
+        const float width = kHogPi / float(A);
+        const int bb = b0 >= 0 ? b0 : 0;
+        const float bx = orientation_dir_x(ux, A, bb), by = orientation_dir_y(uy, A, bb);
+        const float cross = orientation_cross(nx, ny, bx, by), dot = orientation_dot(nx, ny, bx, by);
+        const bool ok = orientation_angle_series_ok(cross, dot);
+        float phi = orientation_angle_series(cross, dot);
+        if (!series_only && !ok) phi = atan2f(cross, dot);
+        *exact = live && !ok;
+        const float t = phi / width;
+        const float radial = dv0 * (1.0f - t) + dv1 * t;
+        const int next = b0 + 1 == 2 * A ? 0 : b0 + 1;  // (b0 + 1) mod K
+        const float sigma = b1 < 0 ? 0.0f : (b1 == next ? 1.0f : -1.0f);
+        const float angular = sigma * (dv1 - dv0) / width;
+        rx = nx * radial - ny * angular;
+        ry = ny * radial + nx * angular;
+    } else {
+        rx = dv0 * nx;
+        ry = dv0 * ny;
+    }
+    *dgx = live ? rx : 0.0f;
+    *dgy = live ? ry : 0.0f;
+}
+
 INV_HD void orientation_binning_backward(OrientationBinning mode, float gx, float gy, int b0,
                                          int b1, const float* ux, const float* uy, int A,
                                          float dv0, float dv1, float* dgx, float* dgy) {
+    if (mode != OrientationBinning::relu) {
+        bool exact;
+        orientation_binning_backward_hb(mode, gx, gy, b0, b1, ux, uy, A, dv0, dv1, false, &exact,
+                                        dgx, dgy);
+        return;
+    }
     *dgx = 0.0f;
     *dgy = 0.0f;
     const float mag = sqrtf(gx * gx + gy * gy);
@@ -124,31 +210,17 @@ INV_HD void orientation_binning_backward(OrientationBinning mode, float gx, floa
     const float nx = gx / imax(mag, 1e-10f);
     const float ny = gy / imax(mag, 1e-10f);
     const float width = kHogPi / float(A);
-    if (mode == OrientationBinning::bilinear) {
-        const float t =
-            orientation_angle(nx, ny, orientation_dir_x(ux, A, b0), orientation_dir_y(uy, A, b0)) /
-            width;
-        const float radial = dv0 * (1.0f - t) + dv1 * t;
-        const float sigma = b1 < 0 ? 0.0f : (b1 == (b0 + 1) % (2 * A) ? 1.0f : -1.0f);
-        const float angular = sigma * (dv1 - dv0) / width;
-        *dgx = nx * radial - ny * angular;
-        *dgy = ny * radial + nx * angular;
-    } else if (mode == OrientationBinning::relu) {
-        const float a = cosf(width);
-        const int bins[2] = {b0, b1};
-        const float dv[2] = {dv0, dv1};
-        for (int j = 0; j < 2; ++j) {
-            if (bins[j] < 0) continue;
-            const float bx = orientation_dir_x(ux, A, bins[j]);
-            const float by = orientation_dir_y(uy, A, bins[j]);
-            if (nx * bx + ny * by > a) {
-                *dgx += dv[j] * (bx - a * nx) / (1.0f - a);
-                *dgy += dv[j] * (by - a * ny) / (1.0f - a);
-            }
+    const float a = cosf(width);
+    const int bins[2] = {b0, b1};
+    const float dv[2] = {dv0, dv1};
+    for (int j = 0; j < 2; ++j) {
+        if (bins[j] < 0) continue;
+        const float bx = orientation_dir_x(ux, A, bins[j]);
+        const float by = orientation_dir_y(uy, A, bins[j]);
+        if (nx * bx + ny * by > a) {
+            *dgx += dv[j] * (bx - a * nx) / (1.0f - a);
+            *dgy += dv[j] * (by - a * ny) / (1.0f - a);
         }
-    } else {
-        *dgx = dv0 * nx;
-        *dgy = dv0 * ny;
     }
 }
 
@@ -176,32 +248,71 @@ struct HogPixel {
 // only: [-1 0 1] central differences without the 1/2, the channel with the
 // largest squared magnitude wins (strict >: the first channel on ties, none
 // when all are 0).
-INV_HD HogPixel hog_pixel_at(const HogCellsParams& p, const float* xn, index_t y, index_t x) {
-    HogPixel r{0.0f, 0.0f, 0.0f, 0.0f, -1, -1, -1};
-    if (y < 1 || x < 1 || y > p.H - 2 || x > p.W - 2) return r;
-    float best = 0.0f;
-    for (index_t c = 0; c < p.C; ++c) {
-        const float* q = xn + (c * p.H + y) * p.W + x;
-        const float gx = q[1] - q[-1];
-        const float gy = q[p.W] - q[-p.W];
-        const float g2 = gx * gx + gy * gy;
-        if (g2 > best) {
-            best = g2;
-            r.gx = gx;
-            r.gy = gy;
-            r.channel = c;
-        }
-    }
-    if (r.channel < 0) return r;
-    const float mag = sqrtf(best);
-    const OrientationBins bins = orientation_best_two(r.gx, r.gy, mag, p.ux, p.uy, int(p.O));
+//
+// In pieces, each branch-free so that a loop over the pixels of a row
+// vectorises (cpp/hog.cpp): hog_gradient_step for each channel c (q points at
+// pixel (y, x) of channel c), then hog_pixel_binned.
+struct HogGradient {
+    float gx, gy, g2;
+    int channel;  // -1: none
+};
+
+INV_HD HogGradient hog_gradient_start() { return {0.0f, 0.0f, 0.0f, -1}; }
+
+INV_HD void hog_gradient_step(HogGradient& g, const float* q, index_t W, int c) {
+    const float gx = q[1] - q[-1];
+    const float gy = q[W] - q[-W];
+    const float g2 = gx * gx + gy * gy;
+    const bool take = g2 > g.g2;
+    g.g2 = take ? g2 : g.g2;
+    g.gx = take ? gx : g.gx;
+    g.gy = take ? gy : g.gy;
+    g.channel = take ? c : g.channel;
+}
+
+// The binning of an interior pixel's selected gradient g (all zero when g has
+// no channel): mag = sqrtf(g.g2), (nx, ny) its orientation_unit, r the
+// orientation scan of (nx, ny) over all the axes. cos_width =
+// orientation_cos_width(mode, O). With series_only the angle to b0 is
+// orientation_angle's series even where that takes atan2f; *exact tells where
+// (the caller then redoes the pixel with hog_pixel_at).
+INV_HD HogPixel hog_pixel_from_scan(index_t O, OrientationBinning mode, float cos_width,
+                                    const HogGradient& g, float mag, float nx, float ny,
+                                    const OrientationScan& r, bool series_only, bool* exact) {
+    const float cross = orientation_cross(nx, ny, r.bx0, r.by0);
+    const float dot = orientation_dot(nx, ny, r.bx0, r.by0);
+    const bool ok = orientation_angle_series_ok(cross, dot);
+    float phi0 = orientation_angle_series(cross, dot);
+    if (!series_only && !ok) phi0 = atan2f(cross, dot);
+    phi0 = r.b0 >= 0 ? phi0 : 0.0f;
+    *exact = r.b0 >= 0 && !ok;
     float w0, w1;
-    orientation_weights(p.binning, bins, int(p.O), &w0, &w1);
-    r.b0 = bins.b0;
-    r.b1 = p.binning == OrientationBinning::hard ? -1 : bins.b1;
-    r.v0 = mag * w0;
-    r.v1 = r.b1 < 0 ? 0.0f : mag * w1;
-    return r;
+    orientation_weights_of(mode, phi0, r.s0, r.s1, r.b1, kHogPi / float(O), cos_width, &w0, &w1);
+    HogPixel out;
+    out.gx = g.gx;
+    out.gy = g.gy;
+    out.channel = g.channel;
+    out.b0 = r.b0;
+    out.b1 = mode == OrientationBinning::hard ? -1 : r.b1;
+    const float v1 = mag * w1;  // outside the select (see hog_pixel_dv)
+    out.v0 = mag * w0;
+    out.v1 = out.b1 < 0 ? 0.0f : v1;
+    return out;
+}
+
+INV_HD HogPixel hog_pixel_at(const HogCellsParams& p, const float* xn, index_t y, index_t x) {
+    if (y < 1 || x < 1 || y > p.H - 2 || x > p.W - 2)
+        return HogPixel{0.0f, 0.0f, 0.0f, 0.0f, -1, -1, -1};
+    HogGradient g = hog_gradient_start();
+    for (index_t c = 0; c < p.C; ++c)
+        hog_gradient_step(g, xn + (c * p.H + y) * p.W + x, p.W, int(c));
+    const float mag = sqrtf(g.g2);
+    const float nx = orientation_unit(g.gx, mag), ny = orientation_unit(g.gy, mag);
+    OrientationScan r = orientation_scan_start();
+    for (int a = 0; a < int(p.O); ++a) orientation_scan_step(r, nx, ny, p.ux[a], p.uy[a], a, int(p.O));
+    bool exact;
+    return hog_pixel_from_scan(p.O, p.binning, orientation_cos_width(p.binning, int(p.O)), g, mag,
+                               nx, ny, r, false, &exact);
 }
 
 // Stores pixel i of image n as forward keeps it for backward:
@@ -260,10 +371,39 @@ INV_HD void hog_cell_hist_at(const HogCellsParams& p, const float* pixn, const i
 
 // dL/d(gx, gy) of pixel (y, x): gather dhist (dhn [2*O, h, w]) from the pixel's
 // cells into dL/dv0, dL/dv1, then through the binning.
+// dL/dv0, dL/dv1 of a pixel in cell coordinates (by, fy), (bx, fx) with bins
+// b0, b1 (0, 0 where b0 < 0): the cells (by, bx), (by, bx+1), (by+1, bx),
+// (by+1, bx+1) in this order, those outside the grid skipped. Branch-free.
+INV_HD void hog_pixel_dv(const HogCellsParams& p, const float* dhn, index_t b0, index_t b1,
+                         index_t by, float fy, index_t bx, float fx, float* dv0, float* dv1) {
+    const index_t cells = p.h * p.w;
+    const index_t k0 = b0 >= 0 ? b0 : 0, k1 = b1 >= 0 ? b1 : k0;
+    float d0 = 0.0f, d1 = 0.0f;
+    for (int j = 0; j < 2; ++j) {
+        const index_t cy = by + j;
+        const bool oky = b0 >= 0 && cy >= 0 && cy < p.h;
+        const float wy = j == 0 ? 1.0f - fy : fy;
+        for (int i = 0; i < 2; ++i) {
+            const index_t cx = bx + i;
+            const bool ok = oky && cx >= 0 && cx < p.w;
+            const float wxy = (i == 0 ? 1.0f - fx : fx) * wy;
+            const index_t cell = ok ? cy * p.w + cx : 0;
+            const float h0 = dhn[k0 * cells + cell], h1 = dhn[k1 * cells + cell];
+            // the float arithmetic outside the selects: a select with it inside
+            // is a branch (the operation could trap), which does not vectorise
+            const float t0 = d0 + wxy * h0, t1 = d1 + wxy * h1;
+            d0 = ok ? t0 : d0;
+            d1 = ok && b1 >= 0 ? t1 : d1;
+        }
+    }
+    *dv0 = d0;
+    *dv1 = d1;
+}
+
 INV_HD void hog_pixel_backward_at(const HogCellsParams& p, const float* pixn, const index_t* asgn,
                                   const float* dhn, index_t y, index_t x, float* dgx,
                                   float* dgy) {
-    const index_t plane = p.H * p.W, cells = p.h * p.w;
+    const index_t plane = p.H * p.W;
     const index_t i = y * p.W + x;
     const index_t b0 = asgn[plane + i], b1 = asgn[2 * plane + i];
     *dgx = 0.0f;
@@ -273,18 +413,8 @@ INV_HD void hog_pixel_backward_at(const HogCellsParams& p, const float* pixn, co
     float fy, fx;
     hog_cell_coord(y, p.cell, &by, &fy);
     hog_cell_coord(x, p.cell, &bx, &fx);
-    float dv0 = 0.0f, dv1 = 0.0f;
-    for (index_t cy = by; cy <= by + 1; ++cy) {
-        if (cy < 0 || cy >= p.h) continue;
-        const float wy = cy == by ? 1.0f - fy : fy;
-        for (index_t cx = bx; cx <= bx + 1; ++cx) {
-            if (cx < 0 || cx >= p.w) continue;
-            const float wxy = (cx == bx ? 1.0f - fx : fx) * wy;
-            const index_t cell = cy * p.w + cx;
-            dv0 += wxy * dhn[b0 * cells + cell];
-            if (b1 >= 0) dv1 += wxy * dhn[b1 * cells + cell];
-        }
-    }
+    float dv0, dv1;
+    hog_pixel_dv(p, dhn, b0, b1, by, fy, bx, fx, &dv0, &dv1);
     orientation_binning_backward(p.binning, pixn[i], pixn[plane + i], int(b0), int(b1), p.ux,
                                  p.uy, int(p.O), dv0, dv1, dgx, dgy);
 }
