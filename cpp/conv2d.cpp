@@ -1,8 +1,19 @@
 // conv2d forward and backward-to-input on the CPU.
 //
-// Schedule: for each image and group, im2col into a column buffer
-// [Cg*kh*kw, Ho*Wo] and one SGEMM; backward is the transposed SGEMM followed
-// by col2im. The CUDA core computes the same sums in the direct form of
+// Schedule: per group, im2col into a column buffer [Cg*kh*kw, nb*Ho*Wo] for a
+// chunk of nb images (column n*Ho*Wo + hw holds image n) and one SGEMM;
+// backward is the transposed SGEMM followed by col2im. nb comes from
+// chunk_images(): 1 (the per-image schedule, the batch-1 path: the SGEMM
+// writes straight into y / reads straight from dy, no extra copies), or for a
+// batch more images, so that one SGEMM fills the NR-column panels of the
+// micro-kernel (13x13 = 169 outputs leave the last panel of 32 mostly empty)
+// and streams the weights once per chunk instead of once per image. The
+// chunked SGEMM goes through a scratch [Kg, nb*Ho*Wo]: forward scatters it
+// into y with the bias; backward gathers dy into it and (for chunks of enough
+// columns) multiplies by W_g^T transposed once per call. Every output element
+// is still summed by one thread in the same order (the same sums as the
+// per-image schedule, bit for bit), so results depend neither on the thread
+// count nor on nb. The CUDA core computes the same sums in the direct form of
 // maths.h (conv2d_forward_at / conv2d_backward_at).
 #include <algorithm>
 #include <cstring>
@@ -20,6 +31,41 @@ bool is_pointwise(const Conv2dParams& p) {
            p.pad_w == 0;
 }
 
+// Images per SGEMM (see the file comment), forward and backward alike. The
+// rule: 1 for a single image, a pointwise conv, or an image with at least
+// kChunkMaxColumns output columns (CaffeNet conv1, 55x55 = 3025 columns,
+// already fills ~95 panels of 32: batching it measured no gain forward or
+// backward, only the scatter / gather copies); otherwise (CaffeNet conv2-5,
+// 27x27 and 13x13 outputs) the most images whose workspace (column buffer
+// [CKK, nb*HWo] + scratch [Kg, nb*HWo]) fits kChunkMaxFloats (4M floats = 16
+// MB: larger chunks measured slower on conv2), balanced over the chunks the
+// batch needs (N = 9 at most 8 per chunk: 5 + 4).
+constexpr index_t kChunkMaxColumns = 1024;
+constexpr index_t kChunkMaxFloats = index_t(4) << 20;
+
+index_t chunk_images(const Conv2dParams& p) {
+    const index_t HWo = p.Ho * p.Wo;
+    if (p.N <= 1 || is_pointwise(p) || HWo >= kChunkMaxColumns) return 1;
+    const index_t per_image = (p.Cg() * p.kh * p.kw + p.Kg()) * HWo;
+    const index_t most = std::min(p.N, kChunkMaxFloats / per_image);
+    if (most <= 1) return 1;
+    const index_t chunks = (p.N + most - 1) / most;
+    return (p.N + chunks - 1) / chunks;
+}
+
+// Whether chunked backward transposes the weights first: when a chunk has at
+// least kTransposeMinColumns columns, so that the copy (~3.5 Gfloat/s on 2
+// threads, i.e. the time of ~90 flops of SGEMM per weight) is paid back by the
+// faster row-wise reads of A (measured: conv3 at N = 2, 338 columns, 7 %
+// faster with it, 5 % without; N = 8, 1352 columns, ~25 %); with fewer columns
+// (e.g. a fully-connected layer written as a conv, HWo = 1) the SGEMM reads
+// W_g^T in place, as the per-image schedule does.
+constexpr index_t kTransposeMinColumns = 256;
+
+bool transpose_in_backward(const Conv2dParams& p, index_t nb) {
+    return nb > 1 && nb * p.Ho * p.Wo >= kTransposeMinColumns;
+}
+
 // The output columns ox whose input column ox*sw - pw + v lies in [0, W).
 index_t ox_begin(const Conv2dParams& p, index_t v) {
     const index_t need = p.pad_w - v;  // ox * sw >= need
@@ -30,63 +76,93 @@ index_t ox_end(const Conv2dParams& p, index_t v) {
     return last < 0 ? 0 : std::min(p.Wo, last / p.stride_w + 1);
 }
 
-// col[(c*kh + u)*kw + v, oy*Wo + ox] = x[c, oy*sh - ph + u, ox*sw - pw + v] (0 outside)
-void im2col(const Conv2dParams& p, const float* x,  // [Cg, H, W]
-            float* col) {                           // [Cg*kh*kw, Ho*Wo]
-    const index_t rows = p.Cg() * p.kh * p.kw;
+// For images i < nb of x (image stride xs floats, channels of the group):
+// col[(c*kh + u)*kw + v, i*Ho*Wo + oy*Wo + ox] = x_i[c, oy*sh - ph + u, ox*sw - pw + v]
+// (0 outside); col rows have nb*Ho*Wo floats.
+void im2col(const Conv2dParams& p, const float* x, index_t xs, index_t nb,  // [nb][Cg, H, W]
+            float* col) {                                                   // [Cg*kh*kw, nb*Ho*Wo]
+    const index_t rows = p.Cg() * p.kh * p.kw, HWo = p.Ho * p.Wo;
 #pragma omp parallel for schedule(static)
     for (index_t r = 0; r < rows; ++r) {
         const index_t v = r % p.kw, u = (r / p.kw) % p.kh, c = r / (p.kw * p.kh);
-        const float* xc = x + c * p.H * p.W;
-        float* dst = col + r * p.Ho * p.Wo;
-        for (index_t oy = 0; oy < p.Ho; ++oy) {
-            const index_t iy = oy * p.stride_h - p.pad_h + u;
-            float* d = dst + oy * p.Wo;
-            if (iy < 0 || iy >= p.H) {
-                std::memset(d, 0, p.Wo * sizeof(float));
-                continue;
+        const index_t lo = ox_begin(p, v), hi = ox_end(p, v), off = v - p.pad_w;
+        for (index_t i = 0; i < nb; ++i) {
+            const float* xc = x + i * xs + c * p.H * p.W;
+            float* dst = col + (r * nb + i) * HWo;
+            for (index_t oy = 0; oy < p.Ho; ++oy) {
+                const index_t iy = oy * p.stride_h - p.pad_h + u;
+                float* d = dst + oy * p.Wo;
+                if (iy < 0 || iy >= p.H) {
+                    std::memset(d, 0, p.Wo * sizeof(float));
+                    continue;
+                }
+                // ox in [lo, hi) reads inside the row: no test per element there
+                const float* src = xc + iy * p.W;
+                for (index_t ox = 0; ox < lo; ++ox) d[ox] = 0.0f;
+                if (p.stride_w == 1 && hi > lo)
+                    std::memcpy(d + lo, src + lo + off, (hi - lo) * sizeof(float));
+                else
+                    for (index_t ox = lo; ox < hi; ++ox) d[ox] = src[ox * p.stride_w + off];
+                for (index_t ox = hi; ox < p.Wo; ++ox) d[ox] = 0.0f;
             }
-            // ox in [lo, hi) reads inside the row: no test per element there
-            const float* src = xc + iy * p.W;
-            const index_t lo = ox_begin(p, v), hi = ox_end(p, v), off = v - p.pad_w;
-            for (index_t ox = 0; ox < lo; ++ox) d[ox] = 0.0f;
-            if (p.stride_w == 1 && hi > lo)
-                std::memcpy(d + lo, src + lo + off, (hi - lo) * sizeof(float));
-            else
-                for (index_t ox = lo; ox < hi; ++ox) d[ox] = src[ox * p.stride_w + off];
-            for (index_t ox = hi; ox < p.Wo; ++ox) d[ox] = 0.0f;
         }
     }
 }
 
-// dx[c] += the columns that im2col read from channel c. Parallel over channels,
-// so every element of dx is written by one thread in a fixed order.
-void col2im(const Conv2dParams& p, const float* col,  // [Cg*kh*kw, Ho*Wo]
-            float* dx) {                              // [Cg, H, W], accumulated into
-#pragma omp parallel for schedule(static)
-    for (index_t c = 0; c < p.Cg(); ++c) {
-        float* dxc = dx + c * p.H * p.W;
-        for (index_t u = 0; u < p.kh; ++u)
-            for (index_t v = 0; v < p.kw; ++v) {
-                const float* src = col + ((c * p.kh + u) * p.kw + v) * p.Ho * p.Wo;
-                const index_t lo = ox_begin(p, v), hi = ox_end(p, v), off = v - p.pad_w;
-                for (index_t oy = 0; oy < p.Ho; ++oy) {
-                    const index_t iy = oy * p.stride_h - p.pad_h + u;
-                    if (iy < 0 || iy >= p.H) continue;
-                    float* d = dxc + iy * p.W;
-                    const float* s = src + oy * p.Wo;
-                    if (p.stride_w == 1) {  // contiguous: a vector loop
-                        float* dd = d + lo + off;
-                        const float* ss = s + lo;
-                        for (index_t t = 0; t < hi - lo; ++t) dd[t] += ss[t];
-                    } else {
-                        for (index_t ox = lo; ox < hi; ++ox) d[ox * p.stride_w + off] += s[ox];
+// dx_i[c] = the columns that im2col read from channel c of image i, for images
+// i < nb (image stride xs floats, channels of the group; dx is overwritten).
+// Parallel over (image, channel), so every element of dx is written by one
+// thread in a fixed order.
+void col2im(const Conv2dParams& p, const float* col, index_t nb,  // [Cg*kh*kw, nb*Ho*Wo]
+            float* dx, index_t xs) {                              // [nb][Cg, H, W]
+    const index_t Cg = p.Cg(), HWo = p.Ho * p.Wo;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (index_t i = 0; i < nb; ++i)
+        for (index_t c = 0; c < Cg; ++c) {
+            float* dxc = dx + i * xs + c * p.H * p.W;
+            std::memset(dxc, 0, sizeof(float) * p.H * p.W);
+            for (index_t u = 0; u < p.kh; ++u)
+                for (index_t v = 0; v < p.kw; ++v) {
+                    const float* src = col + (((c * p.kh + u) * p.kw + v) * nb + i) * HWo;
+                    const index_t lo = ox_begin(p, v), hi = ox_end(p, v), off = v - p.pad_w;
+                    for (index_t oy = 0; oy < p.Ho; ++oy) {
+                        const index_t iy = oy * p.stride_h - p.pad_h + u;
+                        if (iy < 0 || iy >= p.H) continue;
+                        float* d = dxc + iy * p.W;
+                        const float* s = src + oy * p.Wo;
+                        if (p.stride_w == 1) {  // contiguous: a vector loop
+                            float* dd = d + lo + off;
+                            const float* ss = s + lo;
+                            for (index_t t = 0; t < hi - lo; ++t) dd[t] += ss[t];
+                        } else {
+                            for (index_t ox = lo; ox < hi; ++ox)
+                                d[ox * p.stride_w + off] += s[ox];
+                        }
                     }
                 }
-            }
-    }
+        }
 }
 
+// wt[g][r, k] = w[g*Kg + k, r] for r < Cg*kh*kw: W_g^T of every group, in
+// 32x32 tiles, parallel over the tiles of wt rows.
+void transpose_weights(const Conv2dParams& p, const float* w, float* wt) {
+    const index_t Kg = p.Kg(), CKK = p.Cg() * p.kh * p.kw, T = 32;
+    const index_t rb = (CKK + T - 1) / T;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (index_t g = 0; g < p.groups; ++g)
+        for (index_t r0b = 0; r0b < rb; ++r0b) {
+            const float* wg = w + g * Kg * CKK;
+            float* tg = wt + g * CKK * Kg;
+            const index_t r0 = r0b * T, r1 = std::min(CKK, r0 + T);
+            for (index_t k0 = 0; k0 < Kg; k0 += T) {
+                const index_t k1 = std::min(Kg, k0 + T);
+                for (index_t r = r0; r < r1; ++r)
+                    for (index_t k = k0; k < k1; ++k) tg[r * Kg + k] = wg[k * CKK + r];
+            }
+        }
+}
+
+// The internal workspace of the calling thread: it only grows.
 thread_local std::vector<float> conv_workspace;
 
 float* workspace_or_own(const Conv2dParams& p, float* workspace) {
@@ -99,54 +175,120 @@ float* workspace_or_own(const Conv2dParams& p, float* workspace) {
 }  // namespace
 
 std::size_t conv2d_workspace_size(const Conv2dParams& p) {
-    return is_pointwise(p) ? 0 : std::size_t(p.Cg() * p.kh * p.kw * p.Ho * p.Wo);
+    if (is_pointwise(p)) return 0;
+    const index_t CKK = p.Cg() * p.kh * p.kw, HWo = p.Ho * p.Wo;
+    const index_t nb = chunk_images(p);
+    if (nb == 1) return std::size_t(CKK * HWo);  // one image's column buffer
+    // column buffer + scratch (+ the transposed weights of every group, if
+    // backward makes them)
+    return std::size_t((CKK + p.Kg()) * nb * HWo +
+                       (transpose_in_backward(p, nb) ? CKK * p.K : 0));
 }
 
 void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                     float* workspace) {
     const index_t Cg = p.Cg(), Kg = p.Kg(), CKK = Cg * p.kh * p.kw, HWo = p.Ho * p.Wo;
-    float* col = is_pointwise(p) ? nullptr : workspace_or_own(p, workspace);
-    for (index_t n = 0; n < p.N; ++n)
-        for (index_t g = 0; g < p.groups; ++g) {
-            const float* xg = x + (n * p.C + g * Cg) * p.H * p.W;
-            float* yg = y + (n * p.K + g * Kg) * HWo;
-            const float* cols = xg;
-            if (col) {
-                im2col(p, xg, col);
-                cols = col;
-            }
-            sgemm(false, false, Kg, HWo, CKK, 1.0f, w + g * Kg * CKK, CKK, cols, HWo, 0.0f, yg, HWo);
-            if (b) {
+    const index_t xs = p.C * p.H * p.W, ys = p.K * HWo;
+    const index_t nbmax = chunk_images(p);
+    if (nbmax == 1) {
+        float* col = is_pointwise(p) ? nullptr : workspace_or_own(p, workspace);
+        for (index_t n = 0; n < p.N; ++n)
+            for (index_t g = 0; g < p.groups; ++g) {
+                const float* xg = x + n * xs + g * Cg * p.H * p.W;
+                float* yg = y + n * ys + g * Kg * HWo;
+                const float* cols = xg;
+                if (col) {
+                    im2col(p, xg, xs, 1, col);
+                    cols = col;
+                }
+                sgemm(false, false, Kg, HWo, CKK, 1.0f, w + g * Kg * CKK, CKK, cols, HWo, 0.0f, yg,
+                      HWo);
+                if (b) {
 #pragma omp parallel for schedule(static)
-                for (index_t k = 0; k < Kg; ++k) {
-                    const float bk = b[g * Kg + k];
-                    float* yk = yg + k * HWo;
-                    for (index_t i = 0; i < HWo; ++i) yk[i] += bk;
+                    for (index_t k = 0; k < Kg; ++k) {
+                        const float bk = b[g * Kg + k];
+                        float* yk = yg + k * HWo;
+                        for (index_t i = 0; i < HWo; ++i) yk[i] += bk;
+                    }
                 }
             }
+        return;
+    }
+    // chunks of nb images: one SGEMM per chunk and group into the scratch
+    float* col = workspace_or_own(p, workspace);
+    float* out = col + CKK * nbmax * HWo;  // [Kg, nb*HWo]
+    for (index_t n0 = 0; n0 < p.N; n0 += nbmax) {
+        const index_t nb = std::min(nbmax, p.N - n0), cols = nb * HWo;
+        for (index_t g = 0; g < p.groups; ++g) {
+            im2col(p, x + n0 * xs + g * Cg * p.H * p.W, xs, nb, col);
+            sgemm(false, false, Kg, cols, CKK, 1.0f, w + g * Kg * CKK, CKK, col, cols, 0.0f, out,
+                  cols);
+            // y[n0 + i, g*Kg + k, :] = out[k, i*HWo : (i+1)*HWo] + b[g*Kg + k]
+#pragma omp parallel for collapse(2) schedule(static)
+            for (index_t i = 0; i < nb; ++i)
+                for (index_t k = 0; k < Kg; ++k) {
+                    const float* s = out + k * cols + i * HWo;
+                    float* d = y + (n0 + i) * ys + (g * Kg + k) * HWo;
+                    if (b) {
+                        const float bk = b[g * Kg + k];
+                        for (index_t t = 0; t < HWo; ++t) d[t] = s[t] + bk;
+                    } else {
+                        std::memcpy(d, s, HWo * sizeof(float));
+                    }
+                }
         }
+    }
 }
 
 void conv2d_backward(const Conv2dParams& p, const float* dy, const float* w, float* dx,
                      float* workspace) {
     const index_t Cg = p.Cg(), Kg = p.Kg(), CKK = Cg * p.kh * p.kw, HWo = p.Ho * p.Wo;
-    const bool pointwise = is_pointwise(p);
-    float* col = pointwise ? nullptr : workspace_or_own(p, workspace);
-    for (index_t n = 0; n < p.N; ++n)
-        for (index_t g = 0; g < p.groups; ++g) {
-            const float* dyg = dy + (n * p.K + g * Kg) * HWo;
-            float* dxg = dx + (n * p.C + g * Cg) * p.H * p.W;
-            // dcol = W_g^T [CKK, Kg] @ dy_g [Kg, HWo]
-            if (pointwise) {
-                sgemm(true, false, CKK, HWo, Kg, 1.0f, w + g * Kg * CKK, CKK, dyg, HWo, 0.0f, dxg,
-                      HWo);
-            } else {
-                sgemm(true, false, CKK, HWo, Kg, 1.0f, w + g * Kg * CKK, CKK, dyg, HWo, 0.0f, col,
-                      HWo);
-                std::memset(dxg, 0, sizeof(float) * Cg * p.H * p.W);
-                col2im(p, col, dxg);
+    const index_t xs = p.C * p.H * p.W, ys = p.K * HWo;
+    const index_t nbmax = chunk_images(p);
+    if (nbmax == 1) {
+        const bool pointwise = is_pointwise(p);
+        float* col = pointwise ? nullptr : workspace_or_own(p, workspace);
+        for (index_t n = 0; n < p.N; ++n)
+            for (index_t g = 0; g < p.groups; ++g) {
+                const float* dyg = dy + n * ys + g * Kg * HWo;
+                float* dxg = dx + n * xs + g * Cg * p.H * p.W;
+                // dcol = W_g^T [CKK, Kg] @ dy_g [Kg, HWo]
+                if (pointwise) {
+                    sgemm(true, false, CKK, HWo, Kg, 1.0f, w + g * Kg * CKK, CKK, dyg, HWo, 0.0f,
+                          dxg, HWo);
+                } else {
+                    sgemm(true, false, CKK, HWo, Kg, 1.0f, w + g * Kg * CKK, CKK, dyg, HWo, 0.0f,
+                          col, HWo);
+                    col2im(p, col, 1, dxg, xs);
+                }
             }
+        return;
+    }
+    // chunks of nb images: dy gathered into the scratch, one SGEMM per chunk and group
+    float* col = workspace_or_own(p, workspace);
+    float* in = col + CKK * nbmax * HWo;  // [Kg, nb*HWo]
+    // W_g^T [CKK, Kg] of every group, so that the SGEMM reads rows of A in place
+    // (its transposed-A reads touch one row of W per depth step).
+    const bool transposed = transpose_in_backward(p, nbmax);
+    float* wt = in + Kg * nbmax * HWo;
+    if (transposed) transpose_weights(p, w, wt);
+    for (index_t n0 = 0; n0 < p.N; n0 += nbmax) {
+        const index_t nb = std::min(nbmax, p.N - n0), cols = nb * HWo;
+        for (index_t g = 0; g < p.groups; ++g) {
+#pragma omp parallel for collapse(2) schedule(static)
+            for (index_t k = 0; k < Kg; ++k)
+                for (index_t i = 0; i < nb; ++i)
+                    std::memcpy(in + k * cols + i * HWo, dy + (n0 + i) * ys + (g * Kg + k) * HWo,
+                                HWo * sizeof(float));
+            if (transposed)
+                sgemm(false, false, CKK, cols, Kg, 1.0f, wt + g * CKK * Kg, Kg, in, cols, 0.0f,
+                      col, cols);
+            else
+                sgemm(true, false, CKK, cols, Kg, 1.0f, w + g * Kg * CKK, CKK, in, cols, 0.0f, col,
+                      cols);
+            col2im(p, col, nb, dx + n0 * xs + g * Cg * p.H * p.W, xs);
         }
+    }
 }
 
 }  // namespace invert_native

@@ -103,6 +103,10 @@ CAFFENET = [
     ("conv3", 1, 256, 13, 13, 384, (3, 3), 1, 1, 1, True),
     ("conv4", 1, 384, 13, 13, 384, (3, 3), 1, 1, 2, True),
     ("conv5", 1, 384, 13, 13, 256, (3, 3), 1, 1, 2, True),
+    # batches of small outputs run in chunks of images, one SGEMM per chunk (conv2d.cpp):
+    # (64*9 + 16) x 900 floats per image against a 4M-float chunk -> chunks of 5 and 4 images
+    ("chunked-9-images", 9, 128, 30, 30, 32, (3, 3), 1, 1, 2, True),
+    ("conv3-batch8", 8, 256, 13, 13, 384, (3, 3), 1, 1, 1, True),
 ]
 
 ALL = CASES + CAFFENET
@@ -232,3 +236,18 @@ def test_concurrent_calls_from_python_threads(rng):
     for t in threads:
         t.join()
     assert not errors
+
+
+@pytest.mark.parametrize("case", [c for c in ALL if c[1] > 1], ids=lambda c: c[0])
+def test_a_batch_computes_each_image_as_alone(rng, case):
+    # chunking the batch into one SGEMM must not change a single bit of any image's result
+    x, w, b, stride, padding, groups = make(rng, case)
+    y = ops.conv2d_forward(x, w, b, stride, padding, groups)
+    dy = f32(rng.standard_normal(y.shape))
+    dx = ops.conv2d_backward(dy, w, x.shape, stride, padding, groups)
+    for n in range(x.shape[0]):
+        np.testing.assert_array_equal(y[n:n + 1],
+                                      ops.conv2d_forward(x[n:n + 1], w, b, stride, padding, groups))
+        np.testing.assert_array_equal(
+            dx[n:n + 1], ops.conv2d_backward(dy[n:n + 1], w, x[n:n + 1].shape, stride, padding,
+                                             groups))

@@ -18,10 +18,12 @@ void set_num_threads(int n);
 int get_num_threads();
 
 // ------------------------------------------------------------------ conv2d
-// Schedule: per image and group, im2col into a workspace then one SGEMM
-// (the CUDA core uses the direct form of maths.h instead).
-// Workspace: conv2d_workspace_size(p) floats, or nullptr to use an internal
-// per-thread buffer that is reused across calls.
+// Schedule: per group, im2col of one image or (batches of small outputs) a
+// chunk of images into a workspace, then one SGEMM per chunk; see conv2d.cpp
+// (the CUDA core uses the direct form of maths.h instead). Results do not
+// depend on the chunking or the thread count.
+// Workspace: conv2d_workspace_size(p) floats (the same for forward and
+// backward), or nullptr to use an internal per-thread buffer that only grows.
 std::size_t conv2d_workspace_size(const Conv2dParams& p);
 
 void conv2d_forward(const Conv2dParams& p,
