@@ -13,11 +13,16 @@ Modules:
 
 import os as _os
 
-# OpenMP threads that spin while waiting make every parallel region stall when
-# the machine has other work (measured: a HOG iteration 47 ms instead of 1 ms
-# on 2 busy cores). Sleeping waits cost little here; set OMP_WAIT_POLICY
-# yourself to override. Must happen before the native module loads libgomp.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads that spin while waiting (libgomp's default: up to 300 000
+# spins) make every parallel region stall when the machine has other work
+# (measured: a HOG iteration 47 ms instead of 1 ms on 2 busy cores); threads that
+# sleep at once pay a wake-up per region (CaffeNet conv4 forward 1.47 instead of
+# 1.21 ms on a quiet machine). A short spin (GOMP_SPINCOUNT, libgomp only) keeps
+# both: quiet-machine speed, and no stall under load (benchmarks/NOTES.md). Set
+# either variable yourself to override. Must happen before libgomp loads.
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    _os.environ["GOMP_SPINCOUNT"] = "3000"
 
 from . import nn, ops  # noqa: E402
 from ._backend import CudaStatus, cuda_available
