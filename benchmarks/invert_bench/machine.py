@@ -169,6 +169,8 @@ def describe(threads: int, device: str) -> dict:
         "torch_cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)(),
         "invert_native": invert_native.__version__,
         "threads": threads,
+        # one libgomp serves both libraries in a process, so both wait the same way
+        "openmp_waits": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
         "device": device,
         "load_average_start": load_average(),
     }

@@ -15,6 +15,11 @@ import time
 from . import machine
 
 
+def _waits(m) -> str:
+    w = m.get("openmp_waits") or {}
+    return ", ".join(f"{k}={w.get(k) or 'unset'}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
+
+
 def _ms(s):
     """Milliseconds with three significant digits."""
     v = s["median_s"] * 1e3
@@ -63,7 +68,8 @@ def markdown(result: dict) -> str:
            if result["quick"] else ""),
         "",
         f"- Machine: {machine.summary(m)}; {m['threads']} thread(s) for both libraries "
-        f"(`torch.set_num_threads`, `invert_native.set_num_threads`).",
+        f"(`torch.set_num_threads`, `invert_native.set_num_threads`); OpenMP waits, shared by "
+        f"both (one libgomp per process): {_waits(m)}.",
         f"- Measured by the benchmark: SGEMM {sg['gflops']:.0f} GFLOP/s (best of NumPy "
         + (f"{sg['numpy']:.0f}, " if "numpy" in sg else "")
         + f"PyTorch {sg['torch']:.0f}; n = {sg['n']}), memory read {mem['gbs']:.1f} GB/s "
