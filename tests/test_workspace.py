@@ -125,3 +125,23 @@ def test_opaque_representation_allocates_as_before():
     finally:
         tracemalloc.stop()
     assert max(transient[3:]) >= x0.nbytes
+
+
+def test_a_representation_in_float64_still_inverts():
+    # the data term's native fast path is for float32 codes; other dtypes take the NumPy path
+    rep = inv.HOG()
+
+    class F64:
+        def forward(self, x):
+            return rep.forward(x.astype(np.float32)).astype(np.float64)
+
+        def backward(self, dy):
+            return rep.backward(np.asarray(dy, np.float32)).astype(np.float64)
+
+    x0 = (np.random.default_rng(5).random((1, 1, 64, 64)) * 255 - 128).astype(np.float32)
+    target = rep.forward(x0)
+    kw = dict(image_shape=(64, 64, 1), iterations=20, learning_rate=1e-4, lambda_alpha=1e-8,
+              lambda_tv=1e-3)
+    a, b = inv.invert(F64(), target, **kw), inv.invert(rep, target, **kw)
+    np.testing.assert_allclose(a.objective, b.objective, rtol=1e-5)
+    assert a.objective[-1, 0] < 0.5 * a.objective[0, 0]

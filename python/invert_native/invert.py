@@ -320,8 +320,12 @@ class _Objective:
         """
         xp = self.xp
         r = self._residual(x)
-        # sum r^2 (in float64) and its gradient 2r in one pass
-        sq, dr = ops.alpha_norm_forward(r, 2.0)
+        if r.dtype == xp.float32:
+            # sum r^2 (in float64) and its gradient 2r in one native pass
+            sq, dr = ops.alpha_norm_forward(r, 2.0)
+        else:  # a representation of the caller's that computes in another precision
+            sq = (r.astype(xp.float64) ** 2).reshape(x.shape[0], -1).sum(axis=1)
+            dr = 2 * r
         data = sq / self.t_norm2
         dr *= xp.float32(1.0 / self.t_norm2)
         if self.m is not None:
