@@ -1,8 +1,10 @@
 // SGEMM for the CPU core: packed panels and a register-tile micro-kernel (the
-// BLIS/GotoBLAS loop order, gemm_kernel.h). OpenMP: when C has at least two
-// column panels per thread, each thread owns a range of them and runs without
-// a barrier (sgemm_columns); otherwise all threads share the tiles of each
-// packed block (sgemm_blocked). A is read in place, not packed. Two
+// BLIS/GotoBLAS loop order, gemm_kernel.h). OpenMP: each thread owns a
+// contiguous range of C's register tiles and runs without a barrier
+// (sgemm_columns: by column panels, or by rows for few columns or M >= N);
+// with too few panels for that, all threads share the tiles of each packed
+// block (sgemm_blocked). A is read in place, except that for op(A) = A^T each
+// thread copies the row panels it uses, one depth block at a time. Two
 // instruction sets, chosen at run time: AVX2 (6x16 tile, this file) and
 // AVX-512 (12x32 tile, gemm_avx512.cpp).
 //

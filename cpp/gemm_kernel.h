@@ -89,9 +89,12 @@ void pack_b(const float* B, index_t ldb, bool trans, index_t p0, index_t kc, ind
 // C[mr x nr] (leading dim ldc) = alpha * Ap * Bp + beta * C; beta == 0 never reads C.
 // Row r of the A panel at depth k is Ap[k * as + r] (packed: as = MR; A^T in
 // place: as = lda), or Ap[r * as + k] when ROWS (A in place: as = lda).
-// Always inlined, so that it is compiled for the instruction set of its caller.
+// Not inlined: inlined into the large loop nests, GCC's register allocation
+// spilled a B vector to the stack inside the k loop (about 35 % slower). Its
+// internal linkage still compiles it only with the flags of the file that
+// instantiates it (VW = 16 only in gemm_avx512.cpp).
 template <int VW, bool ROWS>
-__attribute__((always_inline)) inline void micro_kernel(index_t kc, const float* Ap,
+__attribute__((noinline)) void micro_kernel(index_t kc, const float* Ap,
                                                         index_t as, const float* Bp, float* C, index_t ldc,
                                                         index_t mr, index_t nr, float alpha,
                                                         float beta) {
@@ -195,16 +198,40 @@ __attribute__((always_inline)) inline void sgemm_blocked(bool trans_a, bool tran
     }
 }
 
-// Column panels per chunk that one thread packs and sweeps in sgemm_columns.
+// Column panels per chunk that one thread packs and sweeps in sgemm_columns
+// (chunks of a thread's panels are balanced, each at most this wide).
 constexpr index_t kChunkPanels = 8;
 
-// The same products, without a barrier: each thread takes a contiguous range
-// of the NR-column panels of C, packs its own panels of B (in chunks of
-// kChunkPanels, one KC block at a time) and computes them for all rows. A is
-// read in place; a partial last row panel is packed privately. For the small
-// convolutions (13x13 outputs: a few panels, K in the thousands) the
-// barriers of sgemm_blocked, two per KC block, cost more than this saves,
-// in particular when another process or thread pool shares the cores.
+// Op(A) rows [i, i+MR) at depth [p0, p0+kc) when op(A) = A^T: the MR
+// contiguous floats of rows p0..p0+kc of A, copied k-major (dst[k * MR + r]).
+// Read in place, the kernel would fetch them at a stride of lda floats for
+// every column panel, a page or more apart for the large convolutions'
+// backward (one row of W per depth step): lines that neither stay in L1 (the
+// stride maps them onto a few sets) nor get prefetched. Copied once per
+// thread, row panel and depth block, they are reused from L1 by every column
+// panel. (Software prefetch of the next rows here measured no gain.)
+template <index_t MR>
+void pack_at_panel(const float* A, index_t lda, index_t i, index_t p0, index_t kc, float* dst) {
+    const float* s = A + p0 * lda + i;
+    for (index_t k = 0; k < kc; ++k)
+        std::memcpy(dst + k * MR, s + k * lda, MR * sizeof(float));
+}
+
+// The same products, without a barrier: each thread owns a part of the
+// register tiles of C and packs its own panels of B (in balanced chunks of at
+// most kChunkPanels column panels, one KC block at a time). Split by columns,
+// a thread owns a contiguous range of the NR-column panels, for all rows.
+// Split by rows (by_rows: few columns, or more rows than columns), the tiles
+// of each chunk are numbered row panel by row panel and each thread takes an
+// equal contiguous share: it then reads only its share of A (e.g. the backward
+// of a 13x13 convolution: W^T of 2304 rows, 169 columns), and a partial last
+// row panel (M = 128 = 10*12 + 8) does not unbalance the threads. A is read in
+// place, except for a partial last row panel and op(A) = A^T, whose panels are
+// packed privately. For the small convolutions (13x13 outputs: a few panels,
+// K in the thousands) the barriers of sgemm_blocked, two per KC block, cost
+// more than this saves, in particular when another process or thread pool
+// shares the cores. Every split computes each element of C with the same KC
+// blocks in the same order, so results do not depend on the thread count.
 // Ap: MR*KC floats per thread, Bp: kChunkPanels*NR*KC floats per thread, for
 // `threads` threads.
 template <int VW>
@@ -213,36 +240,63 @@ __attribute__((always_inline)) inline void sgemm_columns(bool trans_a, bool tran
                                                          const float* A, index_t lda,
                                                          const float* B, index_t ldb, float beta,
                                                          float* C, index_t ldc,
-                                                         index_t threads, float* Ap, float* Bp) {
+                                                         index_t threads, bool by_rows,
+                                                         float* Ap, float* Bp) {
     using T = Tile<VW>;
     constexpr index_t MR = T::MR, NR = T::NR, KC = T::KC;
     const index_t panels = (N + NR - 1) / NR, mpanels = (M + MR - 1) / MR;
+    // op(A) = A^T read in place takes MR floats from each of kc rows of A: rows
+    // a page or more apart fall on a few L1 sets and are fetched again for
+    // every column panel, so they are copied once per depth block (conv3-5
+    // backward: 1.3-1.6x faster). Rows closer together stay in L1 as they are,
+    // and there the copy cost up to 10 % (conv1 backward, rows 1.4 KiB apart).
+    const bool copy_at = trans_a && lda * index_t(sizeof(float)) >= 4096;
 #pragma omp parallel num_threads(int(threads))  // at most the threads the buffers are sized for
     {
         const index_t nt = omp_get_num_threads(), t = omp_get_thread_num();
         float* ap = Ap + t * MR * KC;
         float* bp = Bp + t * kChunkPanels * NR * KC;
-        const index_t q_end = panels * (t + 1) / nt;
-        for (index_t q0 = panels * t / nt; q0 < q_end; q0 += kChunkPanels) {
-            const index_t j0 = q0 * NR;
-            const index_t nc = imin_(imin_(kChunkPanels, q_end - q0) * NR, N - j0);
-            const index_t npan = (nc + NR - 1) / NR;
+        const index_t q_begin = by_rows ? 0 : panels * t / nt;
+        const index_t q_end = by_rows ? panels : panels * (t + 1) / nt;
+        const index_t nq = q_end - q_begin;
+        const index_t chunks = (nq + kChunkPanels - 1) / kChunkPanels;
+        for (index_t ch = 0; ch < chunks; ++ch) {
+            const index_t qa = q_begin + nq * ch / chunks, qb = q_begin + nq * (ch + 1) / chunks;
+            const index_t npan = qb - qa;
+            // This thread's tiles of the chunk, numbered row panel by row
+            // panel: all of them, or (by_rows) an equal share of them.
+            const index_t tiles = mpanels * npan;
+            const index_t t0 = by_rows ? tiles * t / nt : 0;
+            const index_t t1 = by_rows ? tiles * (t + 1) / nt : tiles;
+            if (t0 >= t1) continue;
+            const index_t r_begin = t0 / npan, r_end = (t1 - 1) / npan + 1;
+            // the panels of B it needs: all, unless its tiles lie in one row panel
+            const index_t pq0 = r_end - r_begin == 1 ? t0 % npan : 0;
+            const index_t pq1 = r_end - r_begin == 1 ? (t1 - 1) % npan + 1 : npan;
+            const index_t j0 = qa * NR;
+            const index_t nc = imin_(npan * NR, N - j0);
             for (index_t p0 = 0; p0 < K; p0 += KC) {
                 const index_t kc = imin_(KC, K - p0);
                 const float beta_k = p0 == 0 ? beta : 1.0f;
-                for (index_t q = 0; q < npan; ++q) {
+                for (index_t q = pq0; q < pq1; ++q) {
                     const index_t jb = j0 + q * NR;
                     pack_b_panel<NR>(B, ldb, trans_b, p0, kc, jb, imin_(NR, j0 + nc - jb),
                                      bp + q * NR * kc);
                 }
-                for (index_t iq = 0; iq < mpanels; ++iq) {
+                for (index_t iq = r_begin; iq < r_end; ++iq) {
                     const index_t i = iq * MR, mr = imin_(MR, M - i);
-                    if (mr < MR) pack_a_panel<MR>(A, lda, trans_a, i, mr, p0, kc, ap);
-                    for (index_t q = 0; q < npan; ++q) {
+                    const bool packed = mr < MR || copy_at;
+                    if (mr < MR)
+                        pack_a_panel<MR>(A, lda, trans_a, i, mr, p0, kc, ap);
+                    else if (copy_at)
+                        pack_at_panel<MR>(A, lda, i, p0, kc, ap);
+                    const index_t qs = iq == r_begin ? t0 - iq * npan : 0;
+                    const index_t qe = iq == r_end - 1 ? t1 - iq * npan : npan;
+                    for (index_t q = qs; q < qe; ++q) {
                         const index_t j = j0 + q * NR, nr = imin_(NR, N - j);
                         float* c = C + i * ldc + j;
                         const float* b = bp + q * NR * kc;
-                        if (mr < MR)
+                        if (packed)
                             micro_kernel<VW, false>(kc, ap, MR, b, c, ldc, mr, nr, alpha, beta_k);
                         else if (trans_a)
                             micro_kernel<VW, false>(kc, A + p0 * lda + i, lda, b, c, ldc, mr, nr,
@@ -257,11 +311,24 @@ __attribute__((always_inline)) inline void sgemm_columns(bool trans_a, bool tran
     }
 }
 
-// Whether sgemm_columns (no barriers) rather than sgemm_blocked computes
-// the product: when every thread gets at least two column panels.
+// Which loop nest computes the product: sgemm_columns split by rows when
+// there are at least two row panels per thread and either few columns (e.g.
+// 169 of a 13x13 convolution: 6 panels of 32, which split by columns gives
+// 3 : 2.3 panels) or at least as many rows as columns (each thread then packs
+// all of B but reads only its share of the larger A); split by columns when
+// every thread gets at least two column panels; else sgemm_blocked. All use
+// the same KC blocks, so the choice (which depends on the thread count) does
+// not change any result.
+constexpr index_t kRowsMaxColumns = 256;
+enum class Nest { columns, rows, blocked };
 template <int VW>
-bool use_columns(index_t N, index_t threads) {
-    return (N + Tile<VW>::NR - 1) / Tile<VW>::NR >= 2 * threads;
+Nest choose_nest(index_t M, index_t N, index_t threads) {
+    const index_t panels = (N + Tile<VW>::NR - 1) / Tile<VW>::NR;
+    const index_t mpanels = (M + Tile<VW>::MR - 1) / Tile<VW>::MR;
+    if (threads > 1 && mpanels >= 2 * threads && (N <= kRowsMaxColumns || M >= N))
+        return Nest::rows;
+    if (panels >= 2 * threads) return Nest::columns;
+    return Nest::blocked;
 }
 
 // Floats of packing buffer that the product needs for A and for B.
@@ -270,8 +337,7 @@ void gemm_buffer_sizes(index_t M, index_t N, index_t K, index_t threads, index_t
                        index_t* b) {
     using T = Tile<VW>;
     const index_t kc = imin_(T::KC, K);
-    (void)M;
-    if (use_columns<VW>(N, threads)) {
+    if (choose_nest<VW>(M, N, threads) != Nest::blocked) {
         *a = threads * T::MR * T::KC;
         *b = threads * kChunkPanels * T::NR * T::KC;
     } else {
@@ -288,9 +354,10 @@ __attribute__((always_inline)) inline void sgemm_run(bool trans_a, bool trans_b,
                                                      index_t ldb, float beta, float* C,
                                                      index_t ldc, index_t threads, float* Ap,
                                                      float* Bp) {
-    if (use_columns<VW>(N, threads))
+    const Nest nest = choose_nest<VW>(M, N, threads);
+    if (nest != Nest::blocked)
         sgemm_columns<VW>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads,
-                          Ap, Bp);
+                          nest == Nest::rows, Ap, Bp);
     else
         sgemm_blocked<VW>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, Ap, Bp);
 }
