@@ -93,6 +93,9 @@ CASES = [
     ("stride-gt-kernel", 2, 3, 11, 10, 5, (2, 2), 3, 0, 1, True),
     ("deep-reduction", 1, 13, 9, 9, 5, (5, 5), 1, 2, 1, True),  # Cg*kh*kw = 325 > one GEMM block
     ("big-kernel-stride4", 1, 3, 27, 27, 4, (11, 11), 4, 0, 1, True),
+    # one image with a column stride: im2col reads the row's column phases (conv2d.cpp)
+    ("single-strided-padded", 1, 3, 15, 17, 4, (3, 5), (2, 3), (1, 2), 1, True),
+    ("single-stride4-pad3-groups3", 1, 6, 23, 22, 6, (7, 6), 4, 3, 3, False),
 ]
 
 # CaffeNet's convolutions, exact shapes (batch 1; conv2 also at batch 2).
