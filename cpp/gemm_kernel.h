@@ -245,11 +245,9 @@ __attribute__((always_inline)) inline void sgemm_columns(bool trans_a, bool tran
     using T = Tile<VW>;
     constexpr index_t MR = T::MR, NR = T::NR, KC = T::KC;
     const index_t panels = (N + NR - 1) / NR, mpanels = (M + MR - 1) / MR;
-    // op(A) = A^T read in place takes MR floats from each of kc rows of A: rows
-    // a page or more apart fall on a few L1 sets and are fetched again for
-    // every column panel, so they are copied once per depth block (conv3-5
-    // backward: 1.3-1.6x faster). Rows closer together stay in L1 as they are,
-    // and there the copy cost up to 10 % (conv1 backward, rows 1.4 KiB apart).
+    // A^T panels are copied (pack_at_panel, conv3-5 backward 1.3-1.6x faster)
+    // only when A's rows are a page or more apart: closer rows stay in L1 read
+    // in place, and there the copy cost up to 10 % (conv1, rows 1.4 KiB apart).
     const bool copy_at = trans_a && lda * index_t(sizeof(float)) >= 4096;
 #pragma omp parallel num_threads(int(threads))  // at most the threads the buffers are sized for
     {

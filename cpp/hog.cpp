@@ -36,6 +36,18 @@ void hog_pixels(const HogCellsParams& params, const float* x, float* pix, index_
               *nys = nxs + W, *s0s = nys + W, *s1s = s0s + W, *bx0s = s1s + W, *by0s = bx0s + W;
         int *chans = ibuf.data(), *b0s = chans + W, *b1s = b0s + W;
         unsigned char* rd = redo.data();
+        // the best-two scan state of pixel xx of the row, kept as structure of arrays
+        const auto load_scan = [=](index_t xx) {
+            return OrientationScan{b0s[xx], b1s[xx], s0s[xx], s1s[xx], bx0s[xx], by0s[xx]};
+        };
+        const auto store_scan = [=](index_t xx, const OrientationScan& r) {
+            b0s[xx] = r.b0;
+            b1s[xx] = r.b1;
+            s0s[xx] = r.s0;
+            s1s[xx] = r.s1;
+            bx0s[xx] = r.bx0;
+            by0s[xx] = r.by0;
+        };
 #pragma omp for collapse(2) schedule(static)
         for (index_t n = 0; n < p.N; ++n)
             for (index_t y = 0; y < H; ++y) {
@@ -62,32 +74,22 @@ void hog_pixels(const HogCellsParams& params, const float* x, float* pix, index_
                     nxs[xx] = orientation_unit(g.gx, mag);
                     nys[xx] = orientation_unit(g.gy, mag);
                     const OrientationScan r = orientation_scan_start();
-                    b0s[xx] = r.b0;
-                    b1s[xx] = r.b1;
-                    s0s[xx] = r.s0;
-                    s1s[xx] = r.s1;
-                    bx0s[xx] = r.bx0;
-                    by0s[xx] = r.by0;
+                    store_scan(xx, r);
                 }
                 for (int a = 0; a < A; ++a) {
                     const float uxa = p.ux[a], uya = p.uy[a];
 #pragma GCC ivdep
                     for (index_t xx = 1; xx < W - 1; ++xx) {
-                        OrientationScan r{b0s[xx], b1s[xx], s0s[xx], s1s[xx], bx0s[xx], by0s[xx]};
+                        OrientationScan r = load_scan(xx);
                         orientation_scan_step(r, nxs[xx], nys[xx], uxa, uya, a, A);
-                        b0s[xx] = r.b0;
-                        b1s[xx] = r.b1;
-                        s0s[xx] = r.s0;
-                        s1s[xx] = r.s1;
-                        bx0s[xx] = r.bx0;
-                        by0s[xx] = r.by0;
+                        store_scan(xx, r);
                     }
                 }
                 int any = 0;
 #pragma GCC ivdep
                 for (index_t xx = 1; xx < W - 1; ++xx) {
                     const HogGradient g{gxs[xx], gys[xx], 0.0f, chans[xx]};
-                    const OrientationScan r{b0s[xx], b1s[xx], s0s[xx], s1s[xx], bx0s[xx], by0s[xx]};
+                    const OrientationScan r = load_scan(xx);
                     bool exact;
                     const HogPixel px = hog_pixel_from_scan(p.O, M, cos_width, g, mags[xx], nxs[xx],
                                                             nys[xx], r, true, &exact);

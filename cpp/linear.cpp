@@ -50,54 +50,61 @@ void dot_rows(const float* const* w, const float* x, index_t I, float* out, inde
             out[n * ldo + r] = s;
         }
 }
+
+// out[n, i] += sum over o in [o0, o1), in order, of dy[n, o] * w[o, i] for
+// columns i in [i0, i1) (out rows p.I apart): kRows weight rows per pass, so
+// that each out vector is loaded and stored once per kRows rows.
+void add_rows(const LinearParams& p, const float* dy, const float* w, index_t o0, index_t o1,
+              index_t i0, index_t i1, float* out) {
+    index_t o = o0;
+    for (; o + kRows <= o1; o += kRows) {
+        const float* w0 = w + o * p.I;
+        const float *w1 = w0 + p.I, *w2 = w1 + p.I, *w3 = w2 + p.I;
+        for (index_t n = 0; n < p.N; ++n) {
+            const float* g = dy + n * p.O + o;
+            const float g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3];
+            float* d = out + n * p.I;
+            index_t i = i0;
+            for (; i + 8 <= i1; i += 8) {
+                v8 v = load8(d + i);
+                v += g0 * load8(w0 + i);
+                v += g1 * load8(w1 + i);
+                v += g2 * load8(w2 + i);
+                v += g3 * load8(w3 + i);
+                store8(d + i, v);
+            }
+            for (; i < i1; ++i) {
+                float v = d[i];
+                v += g0 * w0[i];
+                v += g1 * w1[i];
+                v += g2 * w2[i];
+                v += g3 * w3[i];
+                d[i] = v;
+            }
+        }
+    }
+    for (; o < o1; ++o) {
+        const float* wr = w + o * p.I;
+        for (index_t n = 0; n < p.N; ++n) {
+            const float g = dy[n * p.O + o];
+            float* d = out + n * p.I;
+            for (index_t i = i0; i < i1; ++i) d[i] += g * wr[i];
+        }
+    }
+}
+
 // Backward for batches whose dx does not fit L1: parallel over blocks of
 // kColBlock columns, so that a block of every dx row stays in L1 while all
 // the weight rows pass.
+// The order over o is the same for every element, whatever the blocks or the
+// thread count.
 void backward_by_columns(const LinearParams& p, const float* dy, const float* w, float* dx) {
-    // dx[n, i] = sum over o, in order, of dy[n, o] * w[o, i]: parallel over
-    // column blocks, kRows weight rows per pass so that each dx vector is
-    // loaded and stored once per kRows rows. The order over o is the same
-    // for every element, whatever the blocks or the thread count.
     const index_t blocks = (p.I + kColBlock - 1) / kColBlock;
 #pragma omp parallel for schedule(static)
     for (index_t blk = 0; blk < blocks; ++blk) {
         const index_t i0 = blk * kColBlock, i1 = std::min(p.I, i0 + kColBlock);
         for (index_t n = 0; n < p.N; ++n) std::memset(dx + n * p.I + i0, 0, (i1 - i0) * sizeof(float));
-        index_t o = 0;
-        for (; o + kRows <= p.O; o += kRows) {
-            const float* w0 = w + o * p.I;
-            const float *w1 = w0 + p.I, *w2 = w1 + p.I, *w3 = w2 + p.I;
-            for (index_t n = 0; n < p.N; ++n) {
-                const float* g = dy + n * p.O + o;
-                const float g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3];
-                float* d = dx + n * p.I;
-                index_t i = i0;
-                for (; i + 8 <= i1; i += 8) {
-                    v8 v = load8(d + i);
-                    v += g0 * load8(w0 + i);
-                    v += g1 * load8(w1 + i);
-                    v += g2 * load8(w2 + i);
-                    v += g3 * load8(w3 + i);
-                    store8(d + i, v);
-                }
-                for (; i < i1; ++i) {
-                    float v = d[i];
-                    v += g0 * w0[i];
-                    v += g1 * w1[i];
-                    v += g2 * w2[i];
-                    v += g3 * w3[i];
-                    d[i] = v;
-                }
-            }
-        }
-        for (; o < p.O; ++o) {
-            const float* wr = w + o * p.I;
-            for (index_t n = 0; n < p.N; ++n) {
-                const float g = dy[n * p.O + o];
-                float* d = dx + n * p.I;
-                for (index_t i = i0; i < i1; ++i) d[i] += g * wr[i];
-            }
-        }
+        add_rows(p, dy, w, 0, p.O, i0, i1, dx);
     }
 }
 }  // namespace
@@ -159,41 +166,7 @@ void linear_backward(const LinearParams& p, const float* dy, const float* w, flo
         const index_t o1 = std::min(p.O, groups * (ch + 1) / chunks * kRows);
         float* part = part0 + ch * part_size;
         std::memset(part, 0, part_size * sizeof(float));
-        index_t o = o0;
-        for (; o + kRows <= o1; o += kRows) {
-            const float* w0 = w + o * p.I;
-            const float *w1 = w0 + p.I, *w2 = w1 + p.I, *w3 = w2 + p.I;
-            for (index_t n = 0; n < p.N; ++n) {
-                const float* g = dy + n * p.O + o;
-                const float g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3];
-                float* d = part + n * p.I;
-                index_t i = 0;
-                for (; i + 8 <= p.I; i += 8) {
-                    v8 v = load8(d + i);
-                    v += g0 * load8(w0 + i);
-                    v += g1 * load8(w1 + i);
-                    v += g2 * load8(w2 + i);
-                    v += g3 * load8(w3 + i);
-                    store8(d + i, v);
-                }
-                for (; i < p.I; ++i) {
-                    float v = d[i];
-                    v += g0 * w0[i];
-                    v += g1 * w1[i];
-                    v += g2 * w2[i];
-                    v += g3 * w3[i];
-                    d[i] = v;
-                }
-            }
-        }
-        for (; o < o1; ++o) {
-            const float* wr = w + o * p.I;
-            for (index_t n = 0; n < p.N; ++n) {
-                const float g = dy[n * p.O + o];
-                float* d = part + n * p.I;
-                for (index_t i = 0; i < p.I; ++i) d[i] += g * wr[i];
-            }
-        }
+        add_rows(p, dy, w, o0, o1, 0, p.I, part);
     }
     // dx = the partials in chunk order, parallel over blocks of dx
     const index_t total = p.N * p.I, blocks = (total + kColBlock - 1) / kColBlock;

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import _backend, ops
+from .ops._dispatch import new_array_like
 
 __all__ = ["invert", "objective", "InversionResult", "InversionDiverged", "paper_lambdas",
            "code_lambda_alpha", "paper_sigma",
@@ -300,8 +301,7 @@ class _Objective:
 
     def _residual(self, x):
         """Phi(sigma x) (* mask) - target, in the representation's output array."""
-        xs = ops._dispatch.new_array(self.xp, x.shape, x.dtype,
-                                     x.device if self.xp is not np else None)
+        xs = new_array_like(x, x.shape, x.dtype)
         self.xp.multiply(x, self.xp.float32(self.sigma), out=xs)
         r = self.rep.forward(xs)
         if self.m is not None:

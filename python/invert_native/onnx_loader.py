@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _backend
-from .ops._dispatch import new_array
+from .ops._dispatch import new_array_like as _scratch  # reused across invert() iterations
 from .nn import LRN, Conv2d, Layer, Linear, MaxPool2d, ReLU
 from .representations.caffenet import (CAFFENET_LAYERS, ConvNet, ImageTransform, _LRN, _CONV,
                                        _POOL, _layer_order)
@@ -91,12 +91,6 @@ def _window_count(H, k, s, pb, pe, ceil_mode):
             o -= 1
         return o
     return span // s + 1
-
-
-def _scratch(like, shape):
-    """An uninitialised float32 array on like's device; reused across iterations in invert()."""
-    dev = like.device if _backend.is_cupy(like) else None
-    return new_array(_backend.array_module(like), shape, np.float32, dev)
 
 
 def _same_pads(H, k, s, mode):

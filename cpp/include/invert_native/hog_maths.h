@@ -20,14 +20,6 @@ constexpr float kHogNormEps = 1e-4f;           // f = 1 / sqrt(block energy + ep
 constexpr float kHogTextureScale = 0.2357022604f;  // 1/sqrt(18), fixed in VLFeat whatever O is
 
 // ============================================== orientation binning (generic)
-// The (at most) two directions a gradient is assigned to, and their cosines
-// with the gradient. b = -1: none (zero gradient).
-struct OrientationBins {
-    int b0, b1;    // best and second best directions, b1 adjacent to b0
-    float s0, s1;  // cos(angle between the gradient and u_b0 / u_b1), >= 0
-    float phi0;    // angle between the gradient and u_b0, in [0, pi/A/2]
-};
-
 // Angle between the unit gradient (nx, ny) and direction b, as atan2(|u x n|, u . n):
 // accurate near 0, where VLFeat's acos(u . n) turns float rounding e into an
 // angle error of sqrt(2 e) (~3e-4 rad).
@@ -79,9 +71,9 @@ INV_HD float orientation_dir_y(const float* uy, int A, int b) {
 // so that a loop over pixels vectorises; it also keeps the best direction's
 // vector (bx0, by0) = u_b0, for orientation_angle.
 struct OrientationScan {
-    int b0, b1;
-    float s0, s1;
-    float bx0, by0;
+    int b0, b1;      // best and second best directions (b1 adjacent to b0); -1: none
+    float s0, s1;    // cos(angle between the gradient and u_b0 / u_b1), >= 0
+    float bx0, by0;  // u_b0
 };
 
 INV_HD OrientationScan orientation_scan_start() { return {-1, -1, 0.0f, 0.0f, 0.0f, 0.0f}; }
@@ -101,17 +93,6 @@ INV_HD void orientation_scan_step(OrientationScan& r, float nx, float ny, float 
     r.s0 = first ? s : r.s0;
     r.bx0 = first ? (neg ? -uxa : uxa) : r.bx0;
     r.by0 = first ? (neg ? -uya : uya) : r.by0;
-}
-
-INV_HD OrientationBins orientation_best_two(float gx, float gy, float mag, const float* ux,
-                                            const float* uy, int A) {
-    const float nx = orientation_unit(gx, mag);
-    const float ny = orientation_unit(gy, mag);
-    OrientationScan r = orientation_scan_start();
-    for (int a = 0; a < A; ++a) orientation_scan_step(r, nx, ny, ux[a], uy[a], a, A);
-    OrientationBins out{r.b0, r.b1, r.s0, r.s1, 0.0f};
-    if (r.b0 >= 0) out.phi0 = orientation_angle(nx, ny, r.bx0, r.by0);
-    return out;
 }
 
 // Share of |g| given to b0 and b1 (the bin width is pi/A = 2pi/K):
@@ -141,12 +122,6 @@ INV_HD void orientation_weights_of(OrientationBinning mode, float phi0, float s0
 
 INV_HD float orientation_cos_width(OrientationBinning mode, int A) {
     return mode == OrientationBinning::relu ? cosf(kHogPi / float(A)) : 0.0f;
-}
-
-INV_HD void orientation_weights(OrientationBinning mode, const OrientationBins& r, int A,
-                                float* w0, float* w1) {
-    orientation_weights_of(mode, r.phi0, r.s0, r.s1, r.b1, kHogPi / float(A),
-                           orientation_cos_width(mode, A), w0, w1);
 }
 
 // (dgx, dgy) from dL/dv_j, v_j = |g| w_j (the forward's bins b0, b1):

@@ -44,11 +44,7 @@ class Workspace:
             if (_backend.array_module(a) is xp and a.shape == shape and a.dtype == dtype
                     and (device is None or a.device.id == device.id)):
                 return a
-        if device is not None:
-            with device:
-                a = xp.empty(shape, dtype)
-        else:
-            a = xp.empty(shape, dtype)
+        a = _empty(xp, shape, dtype, device)
         if k < len(self._arrays):
             self._arrays[k] = a
         else:
@@ -70,15 +66,26 @@ def reusing(workspace: Workspace):
         _active.workspace = previous
 
 
+def _empty(xp, shape, dtype, device):
+    """xp.empty on the given CuPy device (None: the current one, or the host)."""
+    if device is None:
+        return xp.empty(shape, dtype)
+    with device:
+        return xp.empty(shape, dtype)
+
+
 def new_array(xp, shape, dtype=np.float32, device=None):
     """An uninitialised array: from the active :class:`Workspace` if there is one."""
     ws = getattr(_active, "workspace", None)
     if ws is not None:
         return ws.take(xp, shape, dtype, device)
-    if device is not None:
-        with device:
-            return xp.empty(shape, dtype)
-    return xp.empty(shape, dtype)
+    return _empty(xp, shape, dtype, device)
+
+
+def new_array_like(like, shape, dtype=np.float32):
+    """:func:`new_array` with the array module and device of the array ``like``."""
+    device = like.device if _backend.is_cupy(like) else None
+    return new_array(_backend.array_module(like), shape, dtype, device)
 
 
 class _Call:
