@@ -361,10 +361,10 @@ def mean_pairwise_distance(codes, squared: bool = False) -> float:
     c = np.asarray(_host(codes), np.float64).reshape(len(codes), -1)
     if c.shape[0] < 2:
         raise ValueError("mean_pairwise_distance needs the codes of at least two images")
-    sq = (c ** 2).sum(axis=1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * c @ c.T, 0.0)
-    iu = np.triu_indices(c.shape[0], 1)
-    return float(d2[iu].mean() if squared else np.sqrt(d2[iu]).mean())
+    # Differences, not |a|^2 + |b|^2 - 2ab: that form cancels to rounding noise for equal
+    # or near-equal codes, and a set of identical images must give exactly 0.
+    d2 = np.concatenate([((c[i + 1:] - c[i]) ** 2).sum(axis=1) for i in range(len(c) - 1)])
+    return float(d2.mean() if squared else np.sqrt(d2).mean())
 
 
 def reconstruction_error(reconstructed, original, codes=None, squared: bool = False):
