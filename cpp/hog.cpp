@@ -12,10 +12,10 @@ namespace invert_native {
 namespace {
 
 // Pass 1 of hog_cells_forward for C channels and binning M (compile-time, so
-// that the loop over a row's pixels is branch-free and vectorises): the same
-// hog_maths.h pieces hog_pixel_at is made of, with the angle from the atan
-// series in every lane; the (rare) pixels whose angle needs atan2f are redone
-// with hog_pixel_at afterwards.
+// that the loops over a row's pixels are branch-free and vectorise): the same
+// hog_maths.h pieces hog_pixel_at is made of, one loop per piece. Bilinear
+// binning's acosf runs in a scalar loop of its own (glibc's, as VLFeat calls
+// it: a vectorised acosf could round differently).
 template <int C, OrientationBinning M>
 void hog_pixels(const HogCellsParams& params, const float* x, float* pix, index_t* assign) {
     const index_t plane = params.H * params.W, H = params.H, W = params.W;
@@ -28,25 +28,20 @@ void hog_pixels(const HogCellsParams& params, const float* x, float* pix, index_
         // axes runs axis by axis, each step a vectorised loop over the row
         thread_local std::vector<float> fbuf;
         thread_local std::vector<int> ibuf;
-        thread_local std::vector<unsigned char> redo;
-        if (fbuf.size() < std::size_t(9 * W)) fbuf.resize(std::size_t(9 * W));
+        if (fbuf.size() < std::size_t(6 * W)) fbuf.resize(std::size_t(6 * W));
         if (ibuf.size() < std::size_t(3 * W)) ibuf.resize(std::size_t(3 * W));
-        if (redo.size() < std::size_t(W)) redo.resize(std::size_t(W));
-        float *gxs = fbuf.data(), *gys = gxs + W, *mags = gys + W, *nxs = mags + W,
-              *nys = nxs + W, *s0s = nys + W, *s1s = s0s + W, *bx0s = s1s + W, *by0s = bx0s + W;
+        float *gxs = fbuf.data(), *gys = gxs + W, *mags = gys + W, *s0s = mags + W,
+              *s1s = s0s + W, *angles = s1s + W;
         int *chans = ibuf.data(), *b0s = chans + W, *b1s = b0s + W;
-        unsigned char* rd = redo.data();
         // the best-two scan state of pixel xx of the row, kept as structure of arrays
         const auto load_scan = [=](index_t xx) {
-            return OrientationScan{b0s[xx], b1s[xx], s0s[xx], s1s[xx], bx0s[xx], by0s[xx]};
+            return OrientationScan{b0s[xx], b1s[xx], s0s[xx], s1s[xx]};
         };
         const auto store_scan = [=](index_t xx, const OrientationScan& r) {
             b0s[xx] = r.b0;
             b1s[xx] = r.b1;
             s0s[xx] = r.s0;
             s1s[xx] = r.s1;
-            bx0s[xx] = r.bx0;
-            by0s[xx] = r.by0;
         };
 #pragma omp for collapse(2) schedule(static)
         for (index_t n = 0; n < p.N; ++n)
@@ -66,41 +61,35 @@ void hog_pixels(const HogCellsParams& params, const float* x, float* pix, index_
                 for (index_t xx = 1; xx < W - 1; ++xx) {
                     HogGradient g = hog_gradient_start();
                     for (int c = 0; c < C; ++c) hog_gradient_step(g, row + c * plane + xx, W, c);
-                    const float mag = sqrtf(g.g2);
                     gxs[xx] = g.gx;
                     gys[xx] = g.gy;
                     chans[xx] = g.channel;
-                    mags[xx] = mag;
-                    nxs[xx] = orientation_unit(g.gx, mag);
-                    nys[xx] = orientation_unit(g.gy, mag);
-                    const OrientationScan r = orientation_scan_start();
-                    store_scan(xx, r);
+                    mags[xx] = sqrtf(g.g2);
+                    store_scan(xx, orientation_scan_start());
                 }
                 for (int a = 0; a < A; ++a) {
                     const float uxa = p.ux[a], uya = p.uy[a];
 #pragma GCC ivdep
                     for (index_t xx = 1; xx < W - 1; ++xx) {
                         OrientationScan r = load_scan(xx);
-                        orientation_scan_step(r, nxs[xx], nys[xx], uxa, uya, a, A);
+                        orientation_scan_step(r, gxs[xx], gys[xx], uxa, uya, a, A);
                         store_scan(xx, r);
                     }
                 }
-                int any = 0;
+                if (M == OrientationBinning::bilinear) {
+#pragma GCC ivdep
+                    for (index_t xx = 1; xx < W - 1; ++xx)
+                        angles[xx] = hog_bilinear_cos(s0s[xx], mags[xx]);
+                    for (index_t xx = 1; xx < W - 1; ++xx) angles[xx] = acosf(angles[xx]);
+                }
 #pragma GCC ivdep
                 for (index_t xx = 1; xx < W - 1; ++xx) {
                     const HogGradient g{gxs[xx], gys[xx], 0.0f, chans[xx]};
-                    const OrientationScan r = load_scan(xx);
-                    bool exact;
-                    const HogPixel px = hog_pixel_from_scan(p.O, M, cos_width, g, mags[xx], nxs[xx],
-                                                            nys[xx], r, true, &exact);
+                    const float angle0 = M == OrientationBinning::bilinear ? angles[xx] : 0.0f;
+                    const HogPixel px =
+                        hog_pixel_from_scan(p.O, M, cos_width, g, mags[xx], load_scan(xx), angle0);
                     hog_store_pixel(px, plane, 0, xx, pixn, asgn);
-                    rd[xx] = exact;
-                    any |= int(exact);
                 }
-                if (any)
-                    for (index_t xx = 1; xx < W - 1; ++xx)
-                        if (rd[xx])
-                            hog_store_pixel(hog_pixel_at(p, xn, y, xx), plane, 0, xx, pixn, asgn);
             }
     }
 }

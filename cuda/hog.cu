@@ -10,9 +10,10 @@
 //   hog_norm forward:   per block factor, then per output element;
 //   hog_norm backward:  per (cell, factor) dL/df into the workspace, then per
 //                       histogram element.
-// Gathers need no atomics: results are deterministic. (nvcc may contract
-// a*b + c into fma where the CPU build does not: last-bit differences, and an
-// exact tie between two orientation bins could resolve differently.)
+// Gathers need no atomics: results are deterministic. Built with --fmad=false
+// (CMakeLists.txt), as the CPU core without contraction, so bin and channel
+// choices compare the same products as VLFeat; acosf (bilinear binning) is
+// CUDA's, within 2 ulp of glibc's.
 #include "cuda_check.cuh"  // first: its diagnostics settings must cover the maths headers
 
 #include "invert_native/hog.h"

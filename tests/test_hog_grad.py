@@ -71,6 +71,12 @@ def torch_cells(x, cell, O, binning):
     if binning == "hard":
         b = torch.remainder(torch.round(t.detach()), K)
         per_pixel = mag[:, None] * (kk == b[:, None]).double()
+    elif binning == "bilinear" and O == 1:
+        # VLFeat's scan finds one axis only: the nearer of the two directions gets
+        # (1 - angle to it / pi) |g|, the other nothing
+        b = torch.round(t.detach())
+        per_pixel = (mag * (1 - torch.abs(t - b)))[:, None] * \
+            (kk == torch.remainder(b, K)[:, None]).double()
     elif binning == "bilinear":
         b = torch.floor(t.detach())
         f = t - b
@@ -122,10 +128,12 @@ def torch_hog(x, cell, O, binning, variant, texture):
 
 
 # ------------------------------------------------------------------- margins
-def _angle_margin(t, binning):
+def _angle_margin(t, binning, O=9):
     """Distance (in bin widths) of every interior angle to the nearest kink."""
     off = 0.5 if binning == "hard" else 0.0  # hard: boundaries; bilinear/relu: centres
     d = np.abs(t - off - np.round(t - off))
+    if binning == "bilinear" and O == 1:  # one axis: the bin also jumps halfway
+        d = np.minimum(d, np.abs(t - 0.5 - np.round(t - 0.5)))
     return d
 
 
@@ -136,7 +144,7 @@ def _kink_margins(x64, cell, O, binning, variant, texture):
         _, _, ex, ex2 = torch_hog(xt, cell, O, binning, variant, texture)
     mask = ex["mask"].numpy()
     t = ex["t"].numpy()[mask]
-    m_angle = _angle_margin(t, binning).min()
+    m_angle = _angle_margin(t, binning, O).min()
     m_mag = ex["mag"].numpy()[mask].min() / ex["mag"].numpy()[mask].max()
     g2 = np.sort(ex["g2"].numpy(), axis=1)
     if x64.shape[1] > 1:
@@ -193,6 +201,8 @@ CASES = [  # (binning, variant, texture, C, H, W, cell, O)
     ("bilinear", "dalaltriggs", True, 1, 20, 20, 5, 9),
     ("relu", "uoctti", True, 3, 22, 25, 5, 9),
     ("relu", "dalaltriggs", True, 1, 18, 21, 4, 4),
+    ("bilinear", "uoctti", True, 3, 20, 22, 5, 1),
+    ("hard", "dalaltriggs", True, 1, 20, 19, 5, 1),
 ]
 
 

@@ -21,8 +21,9 @@ constexpr float kHogTextureScale = 0.2357022604f;  // 1/sqrt(18), fixed in VLFea
 
 // ============================================== orientation binning (generic)
 // Angle between the unit gradient (nx, ny) and direction b, as atan2(|u x n|, u . n):
-// accurate near 0, where VLFeat's acos(u . n) turns float rounding e into an
-// angle error of sqrt(2 e) (~3e-4 rad).
+// the exact smooth angle that backward differentiates (forward takes VLFeat's
+// acos, see hog_bilinear_cos). Accurate near 0, where acos(u . n) turns float
+// rounding e into an angle error of sqrt(2 e) (~3e-4 rad).
 // The angle to the best direction is at most pi/(2A) (10 degrees for O = 9),
 // so tan <= 0.18: there the odd Taylor series of atan through z^11 is exact to
 // float rounding (next term < 3e-9 relative at z = 0.25) and much cheaper than
@@ -61,28 +62,29 @@ INV_HD float orientation_dir_y(const float* uy, int A, int b) {
     return b < A ? u : -u;
 }
 
-// Best two of the K = 2*A directions for the gradient (gx, gy) of magnitude
-// mag. The axes are scanned in order, each giving the direction on the
-// gradient's side; a strict > keeps the first of equal scores, so a tie goes
-// to the direction whose axis index is lower (VLFeat's rule: a vertical
-// gradient with O = 9 goes to bin 4, not 5).
+// Best two of the K = 2*A directions for the gradient (gx, gy), VLFeat
+// 0.9.21's scan (vl_hog_put_image) step for step: the axes in order, each
+// scored s = gx*ux + gy*uy on the gradient as it is (not normalised), giving
+// the direction on the gradient's side (s < 0: a + A, |s|). Both scores start
+// at -1, so the first axis always takes b0 even with s = 0 (A = 1 and a
+// vertical gradient: bin 0), and a strict > keeps the first of equal scores:
+// a tie goes to the lower axis index (a vertical gradient with O = 9 goes to
+// bin 4, not 5). b1 stays -1 only when A = 1.
 //
-// One step of the scan is orientation_scan_step, branch-free (selects only),
-// so that a loop over pixels vectorises; it also keeps the best direction's
-// vector (bx0, by0) = u_b0, for orientation_angle.
+// orientation_scan_step is branch-free (selects only), so that a loop over
+// pixels vectorises.
 struct OrientationScan {
-    int b0, b1;      // best and second best directions (b1 adjacent to b0); -1: none
-    float s0, s1;    // cos(angle between the gradient and u_b0 / u_b1), >= 0
-    float bx0, by0;  // u_b0
+    int b0, b1;    // best and second best directions; -1: none
+    float s0, s1;  // their scores <g, u_b> >= 0 (-1 before any axis)
 };
 
-INV_HD OrientationScan orientation_scan_start() { return {-1, -1, 0.0f, 0.0f, 0.0f, 0.0f}; }
+INV_HD OrientationScan orientation_scan_start() { return {-1, -1, -1.0f, -1.0f}; }
 
 INV_HD float orientation_unit(float g, float mag) { return g / imax(mag, 1e-10f); }
 
-INV_HD void orientation_scan_step(OrientationScan& r, float nx, float ny, float uxa, float uya,
+INV_HD void orientation_scan_step(OrientationScan& r, float gx, float gy, float uxa, float uya,
                                   int a, int A) {
-    const float d = nx * uxa + ny * uya;
+    const float d = gx * uxa + gy * uya;
     const bool neg = d < 0.0f;
     const float s = neg ? -d : d;
     const int b = neg ? a + A : a;
@@ -91,28 +93,45 @@ INV_HD void orientation_scan_step(OrientationScan& r, float nx, float ny, float 
     r.s1 = first ? r.s0 : (second ? s : r.s1);
     r.b0 = first ? b : r.b0;
     r.s0 = first ? s : r.s0;
-    r.bx0 = first ? (neg ? -uxa : uxa) : r.bx0;
-    r.by0 = first ? (neg ? -uya : uya) : r.by0;
+}
+
+// VLFeat's bilinear share of the second bin, in its own mixed precision:
+//   angle0 = acosf(min(s0 / max(|g|, 1e-10), 1))   (quotient and min in double)
+//   w1 = angle0 / (pi / O)                           (in double, stored as float)
+// The caller takes acosf of hog_bilinear_cos (a scalar call: a vectorised
+// acosf may round differently) and passes it to hog_bilinear_share. acos loses
+// accuracy near a bin centre (float rounding e becomes an angle error of
+// sqrt(2 e), ~3e-4 rad), but this is the value VLFeat computes; backward
+// differentiates the exact angle (orientation_angle) instead, acos having an
+// infinite slope there.
+constexpr double kHogPiD = 3.141592653589793;  // VL_PI
+
+INV_HD float hog_bilinear_cos(float s0, float mag) {
+    const double c = double(s0) / fmax(double(mag), 1e-10);
+    return float(c < 1.0 ? c : 1.0);
+}
+INV_HD float hog_bilinear_share(float angle0, index_t O) {
+    return float(double(angle0) / (kHogPiD / double(O)));
 }
 
 // Share of |g| given to b0 and b1 (the bin width is pi/A = 2pi/K):
 //   hard:     w0 = 1, w1 = 0;
-//   bilinear: w1 = angle(g, u_b0) / width, w0 = 1 - w1 (linear in angle; the
-//             angle from orientation_angle, VLFeat's acos being less accurate);
-//   relu:     w_j = max(0, s_j - cos(width)) / (1 - cos(width)), i.e. the
-//             paper's max(0, <g,u_j> - a|g|) scaled so that a gradient along
-//             u_j gives |g|. Only the two best directions can be > 0.
-// width = pi/A; cos_width = cosf(width), used by relu only (callers in a loop
-// compute it once).
-INV_HD void orientation_weights_of(OrientationBinning mode, float phi0, float s0, float s1,
-                                   int b1, float width, float cos_width, float* w0, float* w1) {
+//   bilinear: w1 = hog_bilinear_share (the angle to u_b0 over the width), w0 = 1 - w1;
+//   relu:     w_j = max(0, c_j - cos(width)) / (1 - cos(width)), c_j = s_j / |g|,
+//             i.e. the paper's max(0, <g,u_j> - a|g|) scaled so that a gradient
+//             along u_j gives |g|. Only the two best directions can be > 0.
+// cos_width = cosf(width), used by relu only (callers in a loop compute it
+// once); w1_bilinear is hog_bilinear_share, used by bilinear only.
+INV_HD void orientation_weights_of(OrientationBinning mode, float w1_bilinear, float s0, float s1,
+                                   int b1, float mag, float cos_width, float* w0, float* w1) {
     if (mode == OrientationBinning::bilinear) {
-        *w1 = phi0 / width;
+        *w1 = w1_bilinear;
         *w0 = 1.0f - *w1;
     } else if (mode == OrientationBinning::relu) {
         const float a = cos_width;
-        const float r1 = imax(s1 - a, 0.0f) / (1.0f - a);  // outside the select
-        *w0 = imax(s0 - a, 0.0f) / (1.0f - a);
+        const float c0 = orientation_unit(s0, mag), c1 = orientation_unit(s1, mag);
+        const float r1 = imax(c1 - a, 0.0f) / (1.0f - a);  // outside the select
+        *w0 = imax(c0 - a, 0.0f) / (1.0f - a);
         *w1 = b1 < 0 ? 0.0f : r1;
     } else {
         *w0 = 1.0f;
@@ -128,7 +147,10 @@ INV_HD float orientation_cos_width(OrientationBinning mode, int A) {
 //   hard:     dv0 * g/|g| (through the magnitude only: the bin is piecewise constant);
 //   bilinear: radial part (dv0 w0 + dv1 w1) g/|g| plus the angular part
 //             sigma (dv1 - dv0) / width along g rotated by +90 degrees, sigma = +1
-//             when b1 = b0 + 1 (mod K: g lies on the side of growing angles), else -1;
+//             when b1 = b0 + 1 (mod K: g lies on the side of growing angles), else -1
+//             (with A = 1 there is no b1: the side of u_b0 that g lies on), the
+//             weights w from the exact angle (orientation_angle), whose
+//             derivative exists on the whole bin, unlike the forward's acos at 0;
 //   relu:     sum_j [s_j > a] dv_j (u_j - a g/|g|) / (1 - a).
 // Zero at g = 0, where |g| has no derivative.
 //
@@ -157,7 +179,8 @@ INV_HD void orientation_binning_backward_hb(OrientationBinning mode, float gx, f
         const float t = phi / width;
         const float radial = dv0 * (1.0f - t) + dv1 * t;
         const int next = b0 + 1 == 2 * A ? 0 : b0 + 1;  // (b0 + 1) mod K
-        const float sigma = b1 < 0 ? 0.0f : (b1 == next ? 1.0f : -1.0f);
+        const float side = bx * ny - by * nx;  // > 0: g at a growing angle from u_b0
+        const float sigma = b1 < 0 ? (side < 0.0f ? -1.0f : 1.0f) : (b1 == next ? 1.0f : -1.0f);
         const float angular = sigma * (dv1 - dv0) / width;
         rx = nx * radial - ny * angular;
         ry = ny * radial + nx * angular;
@@ -226,7 +249,8 @@ struct HogPixel {
 //
 // In pieces, each branch-free so that a loop over the pixels of a row
 // vectorises (cpp/hog.cpp): hog_gradient_step for each channel c (q points at
-// pixel (y, x) of channel c), then hog_pixel_binned.
+// pixel (y, x) of channel c), orientation_scan_step for each axis, then
+// hog_pixel_from_scan (hog_pixel_at puts them together).
 struct HogGradient {
     float gx, gy, g2;
     int channel;  // -1: none
@@ -246,31 +270,25 @@ INV_HD void hog_gradient_step(HogGradient& g, const float* q, index_t W, int c) 
 }
 
 // The binning of an interior pixel's selected gradient g (all zero when g has
-// no channel): mag = sqrtf(g.g2), (nx, ny) its orientation_unit, r the
-// orientation scan of (nx, ny) over all the axes. cos_width =
-// orientation_cos_width(mode, O). With series_only the angle to b0 is
-// orientation_angle's series even where that takes atan2f; *exact tells where
-// (the caller then redoes the pixel with hog_pixel_at).
+// no channel): mag = sqrtf(g.g2), r the orientation scan of (g.gx, g.gy) over
+// all the axes, cos_width = orientation_cos_width(mode, O), angle0 =
+// acosf(hog_bilinear_cos(r.s0, mag)) for bilinear binning (ignored otherwise).
+// A pixel with g = 0 gets no bin (VLFeat gives it bin 0 with weight 0 * ...).
 INV_HD HogPixel hog_pixel_from_scan(index_t O, OrientationBinning mode, float cos_width,
-                                    const HogGradient& g, float mag, float nx, float ny,
-                                    const OrientationScan& r, bool series_only, bool* exact) {
-    const float cross = orientation_cross(nx, ny, r.bx0, r.by0);
-    const float dot = orientation_dot(nx, ny, r.bx0, r.by0);
-    const bool ok = orientation_angle_series_ok(cross, dot);
-    float phi0 = orientation_angle_series(cross, dot);
-    if (!series_only && !ok) phi0 = atan2f(cross, dot);
-    phi0 = r.b0 >= 0 ? phi0 : 0.0f;
-    *exact = r.b0 >= 0 && !ok;
+                                    const HogGradient& g, float mag, const OrientationScan& r,
+                                    float angle0) {
     float w0, w1;
-    orientation_weights_of(mode, phi0, r.s0, r.s1, r.b1, kHogPi / float(O), cos_width, &w0, &w1);
+    orientation_weights_of(mode, hog_bilinear_share(angle0, O), r.s0, r.s1, r.b1, mag, cos_width,
+                           &w0, &w1);
+    const bool live = mag > 0.0f;
     HogPixel out;
     out.gx = g.gx;
     out.gy = g.gy;
     out.channel = g.channel;
-    out.b0 = r.b0;
-    out.b1 = mode == OrientationBinning::hard ? -1 : r.b1;
-    const float v1 = mag * w1;  // outside the select (see hog_pixel_dv)
-    out.v0 = mag * w0;
+    out.b0 = live ? r.b0 : -1;
+    out.b1 = (mode == OrientationBinning::hard || !live) ? -1 : r.b1;
+    const float v0 = mag * w0, v1 = mag * w1;  // outside the selects (see hog_pixel_dv)
+    out.v0 = live ? v0 : 0.0f;
     out.v1 = out.b1 < 0 ? 0.0f : v1;
     return out;
 }
@@ -282,12 +300,13 @@ INV_HD HogPixel hog_pixel_at(const HogCellsParams& p, const float* xn, index_t y
     for (index_t c = 0; c < p.C; ++c)
         hog_gradient_step(g, xn + (c * p.H + y) * p.W + x, p.W, int(c));
     const float mag = sqrtf(g.g2);
-    const float nx = orientation_unit(g.gx, mag), ny = orientation_unit(g.gy, mag);
     OrientationScan r = orientation_scan_start();
-    for (int a = 0; a < int(p.O); ++a) orientation_scan_step(r, nx, ny, p.ux[a], p.uy[a], a, int(p.O));
-    bool exact;
+    for (int a = 0; a < int(p.O); ++a)
+        orientation_scan_step(r, g.gx, g.gy, p.ux[a], p.uy[a], a, int(p.O));
+    const float angle0 =
+        p.binning == OrientationBinning::bilinear ? acosf(hog_bilinear_cos(r.s0, mag)) : 0.0f;
     return hog_pixel_from_scan(p.O, p.binning, orientation_cos_width(p.binning, int(p.O)), g, mag,
-                               nx, ny, r, false, &exact);
+                               r, angle0);
 }
 
 // Stores pixel i of image n as forward keeps it for backward:
