@@ -33,7 +33,10 @@ def _info(args) -> int:
     from invert_native import nn
 
     print(f"invert_native {inv.__version__}")
-    print(f"CPU core: {inv.get_num_threads()} OpenMP thread(s)")
+    from invert_native import _cpu
+
+    print(f"CPU core: {inv.get_num_threads()} OpenMP thread(s), SGEMM kernel "
+          f"{_cpu.sgemm_kernel()}")
     status = inv.cuda_available()
     print(f"CUDA core: {'available, ' if status else 'not available: '}{status.reason}")
 
@@ -75,6 +78,9 @@ QUICK_PHOTOS = ("astronaut", "camera")
 QUICK_SIZE = (96, 128)
 QUICK_ITERATIONS = 200  # --quick: the schedule shrunk to this many iterations
 
+EXIT_HELP = ("exit status: 0 done, 1 a run failed (e.g. diverged), 2 bad input, 130 "
+             "interrupted (Ctrl-C).\n")
+
 _EXAMPLES = """\
 examples:
   invert-native demo                         HOG, HOGb, DSIFT of bundled photos (no download)
@@ -88,8 +94,7 @@ examples:
   invert-native layers photo.jpg --weights caffenet-12.onnx --window 5     (Fig. 9)
   invert-native layers photo.jpg --weights caffenet-12.onnx --group 1      (Fig. 10)
 
-exit status: 0 done, 1 a run failed (e.g. diverged), 2 bad input, 130 interrupted (Ctrl-C).
-"""
+""" + EXIT_HELP
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,6 +176,57 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:  # NumPy's generators refuse negative seeds, deep inside the first inversion
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
+MIN_MAX_SIDE = 16  # the smallest side any representation here accepts (DSIFT's)
+
+
+def _max_side(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v != 0 and v < MIN_MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or at least {MIN_MAX_SIDE} "
+                                         f"pixels, got {v}")
+    return v
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (np.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return v
+
+
+def _layer_list(text: str) -> list[str]:
+    """--layers: CaffeNet layer names, checked here so that no command loads weights or
+    images (or, in demo, silently ignores the option) for a list it cannot run."""
+    from .representations.caffenet import CAFFENET_LAYERS
+
+    names = _names(text)
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"the layer list {text!r} is empty: give layers separated by commas, e.g. "
+            "conv1,relu3,fc8")
+    for name in names:
+        if name not in CAFFENET_LAYERS:
+            raise argparse.ArgumentTypeError(f"unknown layer {name!r}; CaffeNet's layers are: "
+                                             f"{', '.join(CAFFENET_LAYERS)}")
+    return names
+
+
 def _lambda(text: str) -> float:
     try:
         v = float(text)
@@ -250,19 +306,63 @@ def _default_out(command: str) -> Path:
     return out
 
 
-def _out_folder(args, command: str) -> Path:
+def _out_folder(args, command: str, inputs=()) -> Path:
+    """The results folder, created and checked writable; none of ``inputs`` (images,
+    weights) may be a file the run writes there (the LAYOUT's names)."""
+    import fnmatch
+
     out = Path(args.out) if args.out else _default_out(command)
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out}: exists and is not a folder")
+    here = os.path.realpath(out)
+    for path in inputs:
+        rel = os.path.relpath(os.path.realpath(path), here)
+        if any(fnmatch.fnmatch(rel, pattern) for pattern in _WRITTEN):
+            raise CliError(f"--out {out}: the run would replace its input {path}; choose "
+                           "another folder")
     if out.is_dir() and any(out.iterdir()) and not (args.force or args.resume):
         raise CliError(f"--out {out}: the folder is not empty; choose another, pass --resume "
                        "to go on with the run it holds, or --force (files of the same names "
                        "are replaced, others kept)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    _writable_folder(out, f"--out {out}")
     return out
+
+
+# what a folder command writes into its results folder (results.LAYOUT)
+_WRITTEN = ("report.md", "report.json", "results.csv", "summary*.csv", "figure*.png",
+            os.path.join("images", "*"))
+
+
+def _writable_folder(folder: Path, option: str) -> None:
+    """Create ``folder`` and check that a file can be written in it: a run must not fail at
+    its end, after the inversions, for want of a place to put them. ``option`` ('-o OUT')
+    starts the error message."""
+    import tempfile
+
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CliError(f"{option}: {parent} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"{option}: cannot create the folder {folder} "
+                       f"({exc.strerror or _one_line(exc)})") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".invert-native-"):
+            pass
+    except OSError as exc:
+        raise CliError(f"{option}: cannot write into the folder {folder} "
+                       f"({exc.strerror or _one_line(exc)})") from None
+
+
+def _input_paths(args) -> list[str]:
+    """The files a command reads: its images and the weights."""
+    paths = list(getattr(args, "images", None) or [])
+    if getattr(args, "weights", None):
+        paths.append(args.weights)
+    return paths
 
 
 def _check_resume(out: Path, command: str, settings: dict) -> None:
@@ -385,8 +485,9 @@ def _load_image(path: str, console: _Console) -> _Image:
         raise CliError(f"{path}: refused as too large, a possible decompression bomb "
                        f"({_one_line(exc)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise CliError(f"{path}: cannot decode the image, it looks truncated or corrupt "
-                       f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+                       f"({first})") from None
     mode, grey = im.mode, False
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
@@ -424,15 +525,29 @@ def _load_image(path: str, console: _Console) -> _Image:
 
 
 def _load_images(paths, console) -> list[_Image]:
-    images, seen = [], {}
+    """The images, each with a name of its own: a name taken by an earlier image (the same
+    file name in two folders, or a.png beside A.jpg) gets the first free -2, -3, ... suffix.
+    Names are compared ignoring case, as results folders may be on a case-insensitive disk."""
+    images, used = [], set()
     for path in paths:
         im = _load_image(path, console)
-        k = seen.get(im.name, 0)
-        seen[im.name] = k + 1
-        if k:  # same file name from two folders
-            im.name = f"{im.name}-{k + 1}"
+        name, k = im.name, 2
+        while name.casefold() in used:
+            name, k = f"{im.name}-{k}", k + 1
+        if name != im.name:
+            console.note(f"{path}: named {name} in the results ({im.name} is taken by another "
+                         "image)")
+            im.name = name
+        used.add(name.casefold())
         images.append(im)
     return images
+
+
+def _check_distinct_files(paths, why: str) -> None:
+    """CliError when every image is the same file (e.g. given twice)."""
+    files = {os.path.realpath(p) for p in paths}
+    if len(paths) >= 2 and len(files) == 1:
+        raise CliError(f"{paths[0]}: the same image given {len(paths)} times: {why}")
 
 
 def _resize_max_side(a: np.ndarray, max_side: int) -> np.ndarray:
@@ -459,8 +574,8 @@ def _check_shallow_size(name: str, rep_name: str, rep, shape, where: str) -> Non
 
 
 # ------------------------------------------------------------------ weights
-def _load_net(args, console: _Console):
-    """CaffeNet from --weights, or untrained with --random-weights (and a loud warning)."""
+def _check_weights_path(args) -> None:
+    """The cheap checks of --weights / --random-weights, made before any image is read."""
     from .experiments import deep
 
     if args.weights and args.random_weights:
@@ -468,6 +583,16 @@ def _load_net(args, console: _Console):
     if not args.weights and not args.random_weights:
         raise CliError("CaffeNet needs --weights FILE (.onnx or .npz), or --random-weights for "
                        "an untrained net. " + deep.WEIGHTS_HELP)
+    if args.weights and os.path.isdir(args.weights):
+        raise CliError(f"--weights {args.weights}: is a folder, not a weights file (.onnx or "
+                       ".npz)")
+
+
+def _load_net(args, console: _Console):
+    """CaffeNet from --weights, or untrained with --random-weights (and a loud warning)."""
+    from .experiments import deep
+
+    _check_weights_path(args)
     try:
         net = deep.load_caffenet(args.weights, random=args.random_weights, seed=args.seed,
                                  device=args.device)
@@ -528,14 +653,13 @@ def _sweep_shallow(run: Run, section: ShallowSection, args, outer) -> None:
                                leave=False) as bar:
                 try:
                     inv = invert_image(rep_name, gray, rep, device=args.device,
-                                       restarts=args.restarts, iterations=args.iterations,
-                                       seed=args.seed, lambda_tv=args.lambda_tv,
-                                       callback=bar.callback)
+                                       lambda_tv=args.lambda_tv, callback=bar.callback,
+                                       **_optimiser_options(rep, args))
                 except Exception as exc:  # diverged, or failed: recorded, the sweep goes on
                     if args.debug:
                         raise
                     inv = None
-                    _record_failure(run, stem, f"{name} {rep_name}", exc,
+                    _record_failure(run, args, stem, f"{name} {rep_name}", exc,
                                     lambda status, msg: section.add_failure(name, rep_name,
                                                                             status, msg))
             if inv is not None:
@@ -555,14 +679,10 @@ def _sweep_deep(run: Run, section: DeepSection, args, outer) -> None:
     from .experiments.report import deep_saved
 
     net = section.net
-    scales = {}
     for name, rgb in section.items:
         run.folder.image(f"{name}__original", rgb)
     for job in section.jobs:
-        if len(section.items) >= 2 and (job.layer, job.mask) not in scales:
-            codes = deep.layer_codes(net, [rgb for _, rgb in section.items], job)
-            scales[(job.layer, job.mask)] = deep.layer_scale(codes)
-        scale = scales.get((job.layer, job.mask))
+        scale = section.scales.get((job.layer, job.mask))
         rep = net.representation(job.layer)
         total = _iterations_of(rep, args.iterations)
         for name, rgb in section.items:
@@ -577,14 +697,13 @@ def _sweep_deep(run: Run, section: DeepSection, args, outer) -> None:
                 continue
             with _InversionBar(run.console, what, total, leave=False) as bar:
                 try:
-                    inv = deep.invert_layer(net, rgb, job, restarts=args.restarts,
-                                            iterations=args.iterations, seed=args.seed,
-                                            callback=bar.callback)
+                    inv = deep.invert_layer(net, rgb, job, callback=bar.callback,
+                                            **_optimiser_options(rep, args))
                 except Exception as exc:  # diverged, or failed: recorded, the sweep goes on
                     if args.debug:
                         raise
                     inv = None
-                    _record_failure(run, stem, what, exc, fail)
+                    _record_failure(run, args, stem, what, exc, fail)
             if inv is not None:
                 with deferred_interrupt():
                     if len(inv.reconstructions) == 1:
@@ -617,9 +736,10 @@ def _restore(run: Run, stem: str, what: str, add, add_failure) -> bool:
     return True
 
 
-def _record_failure(run: Run, stem: str, what: str, exc: Exception, add_failure) -> None:
+def _record_failure(run: Run, args, stem: str, what: str, exc: Exception, add_failure) -> None:
     """A diverged or failed inversion: warn, record it in the tables and in its .npz."""
-    status, message = _status(exc), _one_line(exc)
+    status = _status(exc)
+    message = _diverged(exc, args) if status == "diverged" else _one_line(exc)
     if status == "failed" and not isinstance(exc, ValueError):  # unexpected: say what it was
         message = f"{type(exc).__name__}: {message}"
     run.failed += 1
@@ -627,6 +747,48 @@ def _record_failure(run: Run, stem: str, what: str, exc: Exception, add_failure)
     add_failure(status, message)
     run.folder.save_inversion(stem, {"status": status, "message": message},
                               run.settings_digest)
+
+
+def _optimiser_options(rep, args) -> dict:
+    """invert()'s options from the command line: restarts, seed, and the schedule (the
+    representation's paper schedule, its rates scaled to start at --learning-rate and its
+    length stretched to --iterations), --lambda-alpha."""
+    opts = {"restarts": args.restarts, "seed": args.seed, "iterations": args.iterations}
+    if args.learning_rate is not None:
+        schedule = [(float(r), int(n)) for r, n in rep.paper_schedule]
+        scale = args.learning_rate / schedule[0][0]
+        opts["learning_rate"] = _stretch([(r * scale, n) for r, n in schedule],
+                                         args.iterations)
+        opts["iterations"] = None  # the schedule carries its length
+    if args.lambda_alpha is not None:
+        opts["lambda_alpha"] = args.lambda_alpha
+    return opts
+
+
+def _stretch(schedule, iterations):
+    """(rate, iterations) segments stretched or shrunk to ``iterations`` in all, keeping
+    their proportions, as invert() does with its default schedule."""
+    if not iterations:
+        return schedule
+    total = sum(n for _, n in schedule)
+    cuts = [round(iterations * sum(n for _, n in schedule[:i + 1]) / total)
+            for i in range(len(schedule))]
+    return [(r, c - p) for (r, _), c, p in zip(schedule, cuts, [0] + cuts[:-1]) if c > p]
+
+
+def _diverged(exc, args) -> str:
+    """A diverged inversion in the command line's terms: what happened (invert's message up
+    to its advice, which names API arguments) and the options that would help."""
+    what = str(exc).split(";")[0].strip() or "the objective became NaN or Inf"
+    tips = [f"a --learning-rate below {args.learning_rate:g}" if args.learning_rate
+            else "a --learning-rate below the paper's 0.004"]
+    lam = getattr(args, "lambda_tv", None)
+    if lam is not None:
+        lams = lam if isinstance(lam, list) else [lam]
+        tips.append(f"a smaller --lambda-tv ({', '.join(f'{v:g}' for v in lams)} too large?)")
+    if args.lambda_alpha is not None:
+        tips.append(f"a smaller --lambda-alpha ({args.lambda_alpha:g} too large?)")
+    return f"the inversion diverged: {what}; try {' or '.join(tips)}"
 
 
 def _status(exc) -> str:
@@ -699,6 +861,7 @@ def _shallow_section(items, reps, args, console) -> ShallowSection:
     if len(items) < 2:
         raise CliError("Table 1 needs at least 2 images: the error is normalised by the mean "
                        "distance between the images' codes (N_Phi)")
+    _check_distinct_pixels(items, "")
     size = items[0][1].shape
     scales = {}
     for rep_name in reps:
@@ -711,11 +874,34 @@ def _shallow_section(items, reps, args, console) -> ShallowSection:
                 raise CliError(f"{name}: its {REP_TITLE[rep_name]} code is all zeros (a blank "
                                "image?): there is nothing to invert")
         scale = set_scale(codes)
-        if not scale[0] > 0:
-            raise CliError(f"all images have the same {REP_TITLE[rep_name]} code (identical "
-                           "or blank images?): the error's normaliser N_Phi is zero")
+        norms = np.sqrt((codes.astype(np.float64) ** 2).reshape(len(codes), -1).sum(axis=1))
+        _check_spread(scale[0], float(norms.mean()), f"{REP_TITLE[rep_name]} codes")
         scales[rep_name] = scale
     return ShallowSection(items, reps, size, scales, {})
+
+
+_NEEDS_TWO = "the paper's metric needs at least two different images"
+
+
+def _check_distinct_pixels(items, hint: str) -> None:
+    """CliError when every image of the set has the same pixels (after resizing), before
+    the codes are computed: the message can then say what is wrong."""
+    first = items[0][1]
+    if all(a.shape == first.shape and np.array_equal(a, first) for _, a in items[1:]):
+        raise CliError(f"the images {', '.join(n for n, _ in items)} are identical (the same "
+                       f"pixels at the size they are inverted at): {_NEEDS_TWO}{hint}")
+
+
+# N_Phi below this fraction of the codes' mean norm is rounding noise: the codes do not differ
+SPREAD_TOLERANCE = 1e-6
+
+
+def _check_spread(n_phi: float, mean_norm: float, what: str, hint: str = "") -> None:
+    """CliError unless N_Phi, the mean distance between the set's codes, is more than
+    rounding noise next to their mean norm; the paper's metric divides by it."""
+    if not (np.isfinite(n_phi) and n_phi > SPREAD_TOLERANCE * mean_norm):
+        raise CliError(f"the images' {what} do not differ (N_Phi = {n_phi:.3g}; identical or "
+                       f"blank images?): {_NEEDS_TWO}{hint}")
 
 
 def _common_size(images, size, max_side, console) -> tuple[int, int]:
@@ -751,8 +937,15 @@ def _cmd_invert(args) -> int:
         f"{slug(Path(args.image).stem)}-{args.rep.replace(':', '-').lower()}.png")
     if out.suffix.lower() != ".png":
         raise CliError(f"-o {out}: the output must be a .png file")
-    if Path(args.image).exists() and out.exists() and out.resolve() == Path(args.image).resolve():
-        raise CliError(f"-o {out}: would overwrite the input image")
+    compare = out.with_name(out.stem + ".compare.png")
+    sidecar = out.with_suffix(".json")
+    inputs = {os.path.realpath(p): p for p in [args.image, args.weights] if p}
+    for written in (out, compare, sidecar):
+        given = inputs.get(os.path.realpath(written))
+        if given is not None:
+            what = "" if written == out else f" (with {written.name})"
+            raise CliError(f"-o {out}: would overwrite the input {given}{what}; choose another "
+                           "output name")
     machine = _setup(args, console)
     image = _load_image(args.image, console)
     H0, W0 = image.rgb.shape[:2]
@@ -772,8 +965,7 @@ def _cmd_invert(args) -> int:
         rep = net.representation(layer)
         lam = args.lambda_tv if args.lambda_tv is not None else deep.paper_lambda_tv(net, layer)
         run = lambda cb: deep.invert_layer(net, original, deep.Job(layer, lam),  # noqa: E731
-                                           restarts=args.restarts, iterations=args.iterations,
-                                           seed=args.seed, callback=cb)
+                                           callback=cb, **_optimiser_options(rep, args))
         desc = f"caffenet:{layer}"
     else:
         rep = make_representation(kind)
@@ -794,9 +986,10 @@ def _cmd_invert(args) -> int:
         where = "" if original.shape[:2] == (H0, W0) else " (after resizing)"
         _check_shallow_size(args.image, kind, rep, original.shape, where)
         run = lambda cb: invert_image(kind, original, rep, device=args.device,  # noqa: E731
-                                      restarts=args.restarts, iterations=args.iterations,
-                                      seed=args.seed, lambda_tv=args.lambda_tv, callback=cb)
+                                      lambda_tv=args.lambda_tv, callback=cb,
+                                      **_optimiser_options(rep, args))
         desc = REP_TITLE[kind]
+    _writable_folder(out.parent, f"-o {out}")  # before the inversion, not after it
     t_ready = time.perf_counter()
     try:
         with _InversionBar(console, desc, _iterations_of(rep, args.iterations), True) as bar:
@@ -806,7 +999,7 @@ def _cmd_invert(args) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except InversionDiverged as exc:
-        print(f"invert-native: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"invert-native: error: {_diverged(exc, args)}", file=sys.stderr)
         return EXIT_FAILURE
     except ValueError as exc:
         if "all zeros" in str(exc):
@@ -816,8 +1009,6 @@ def _cmd_invert(args) -> int:
     t_done = time.perf_counter()
     res = inv.result
     best = int(np.argmin(res.objective[-1]))
-    compare = out.with_name(out.stem + ".compare.png")
-    sidecar = out.with_suffix(".json")
     if kind == "caffenet":
         errors = inv.relative
     else:
@@ -864,11 +1055,12 @@ def _cmd_evaluate(args) -> int:
 
     console = _Console(args.quiet)
     reps = _shallow_reps(args.rep)
-    machine = _setup(args, console)
-    images = _load_images(args.images, console)
-    if len(images) < 2:
+    if len(args.images) < 2:
         raise CliError("evaluate needs at least 2 images: the error is normalised by the mean "
                        "distance between the images' codes (N_Phi)")
+    _check_distinct_files(args.images, _NEEDS_TWO)
+    machine = _setup(args, console)
+    images = _load_images(args.images, console)
     size = _common_size(images, args.size, args.max_side, console)
     resized = [im.name for im in images if im.rgb.shape[:2] != size]
     if resized:
@@ -879,7 +1071,7 @@ def _cmd_evaluate(args) -> int:
     items = [(im.name, fit(im.gray, size) if im.rgb.shape[:2] != size else im.gray)
              for im in images]
     section = _shallow_section(items, reps, args, console)
-    out = _out_folder(args, "evaluate")
+    out = _out_folder(args, "evaluate", _input_paths(args))
     settings = _settings(args, reps=reps, size=list(size),
                          images=_image_paths(images),
                          inputs_sha256=_inputs_digest(items))
@@ -892,17 +1084,14 @@ def _cmd_evaluate(args) -> int:
 def _cmd_layers(args) -> int:
     from .experiments import deep
 
-    from .representations.caffenet import CAFFENET_LAYERS
-
     console = _Console(args.quiet)
-    # cheap checks first: loading the weights takes seconds
-    for name in _names(args.layers) if args.layers else ():
-        if name not in CAFFENET_LAYERS:
-            raise CliError(f"unknown layer {name!r}; CaffeNet's layers are: "
-                           f"{', '.join(CAFFENET_LAYERS)}")
+    # cheap checks first (--layers is checked by the parser): loading the weights takes seconds
+    _check_weights_path(args)
     if args.window is not None and args.group is not None:
         raise CliError("--window and --group are separate experiments (Fig. 9 and Fig. 10): "
                        "give one of them")
+    hint = " (one image gives the error ||Phi(x*) - Phi0|| / ||Phi0|| instead)"
+    _check_distinct_files(args.images, _NEEDS_TWO + hint)
     machine = _setup(args, console)
     images = _load_images(args.images, console)
     for im in images:
@@ -911,10 +1100,12 @@ def _cmd_layers(args) -> int:
             raise CliError(f"{im.path}: {h}x{w} pixels is too small for CaffeNet: it needs at "
                            f"least {CAFFENET_MIN_SIDE}x{CAFFENET_MIN_SIDE} (conv1's receptive "
                            "field)")
+    items = [(im.name, deep.fit_image(im.rgb)) for im in images]
+    if len(items) >= 2:
+        _check_distinct_pixels(items, hint)
     net = _load_net(args, console)
     try:
-        jobs = deep.plan(net, _names(args.layers) if args.layers else None, args.lambda_tv,
-                         args.window, args.group)
+        jobs = deep.plan(net, args.layers, args.lambda_tv, args.window, args.group)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if not jobs:
@@ -922,15 +1113,20 @@ def _cmd_layers(args) -> int:
     if any(im.rgb.shape[:2] != (227, 227) for im in images):
         console.note("images fitted to CaffeNet's 227x227 (resized keeping the aspect ratio, "
                      "centre-cropped)")
-    items = [(im.name, deep.fit_image(im.rgb)) for im in images]
-    out = _out_folder(args, "layers")
+    scales = {}
+    if len(items) >= 2:  # the paper's metric: N_Phi per layer, checked before any inversion
+        scales = deep.layer_scales(net, [rgb for _, rgb in items], jobs)
+        for (layer, _), (n_phi, norm) in scales.items():
+            _check_spread(n_phi, norm, f"{layer} codes", hint)
+        scales = {key: n_phi for key, (n_phi, _) in scales.items()}
+    out = _out_folder(args, "layers", _input_paths(args))
     settings = _settings(args, layers=list(dict.fromkeys(j.layer for j in jobs)),
                          lambda_tv=args.lambda_tv or "paper (0.5 / 5 / 50 by layer)",
                          window=args.window, group=args.group,
                          images=_image_paths(images),
                          weights=_weights_setting(args), inputs_sha256=_inputs_digest(items))
     run = _start(args, out, "layers", machine, settings, console)
-    section = DeepSection("layers", items, jobs, net, _weights_record(args, net))
+    section = DeepSection("layers", items, jobs, net, _weights_record(args, net), scales)
     if not args.quiet:
         print(f"writing to {out}/ ({len(jobs) * len(items)} inversions)", file=sys.stderr)
     return _run_sweeps(run, args, [(section, _sweep_deep, len(jobs) * len(items))])
@@ -962,7 +1158,7 @@ def _cmd_demo(args) -> int:
             from None
     section = _shallow_section(items, reps, args, console)
     plans = [(section, _sweep_shallow, len(items) * len(reps))]
-    deep_layers = _names(args.layers) if args.layers else list(deep.DEMO_LAYERS)
+    deep_layers = args.layers or list(deep.DEMO_LAYERS)
     if net is not None:
         try:
             jobs = deep.plan(net, deep_layers)
@@ -975,7 +1171,9 @@ def _cmd_demo(args) -> int:
         dsec = DeepSection("caffenet", [("astronaut-colour", photo)], jobs, net,
                             _weights_record(args, net))
         plans.append((dsec, _sweep_deep, len(jobs)))
-    out = _out_folder(args, "demo")
+    out = _out_folder(args, "demo", _input_paths(args))
+    if args.docs:  # checked now: the figures are written only after the whole run
+        _writable_folder(Path(args.docs), f"--docs {args.docs}")
     settings = _settings(args, photos=photos, size=list(size), reps=reps,
                          caffenet_layers=deep_layers if net is not None else None,
                          weights=_weights_setting(args) if net is not None else None,
@@ -984,6 +1182,9 @@ def _cmd_demo(args) -> int:
     if not args.quiet:
         print(f"writing to {out}/", file=sys.stderr)
     code = _run_sweeps(run, args, plans)
+    if args.docs and code == 0:
+        files = section.write_docs(Path(args.docs), run.folder.report)
+        print(f"wrote {', '.join(str(f) for f in files)}")
     if net is None and code == 0:
         tip = ("CaffeNet layers (the paper's Fig. 6) were not inverted: no --weights. "
                + deep.WEIGHTS_HELP)
@@ -999,6 +1200,11 @@ def _settings(args, **extra) -> dict:
          "seed": args.seed,
          "lambda_tv": "paper" if getattr(args, "lambda_tv", None) is None else args.lambda_tv,
          "device": args.device}
+    # only when given: the settings of a run without them, and so --resume of folders
+    # written before these options existed, stay as they were
+    for key in ("learning_rate", "lambda_alpha"):
+        if getattr(args, key) is not None:
+            s[key] = getattr(args, key)
     s.update({k: v for k, v in extra.items()})
     return s
 
@@ -1016,7 +1222,15 @@ def _common(p, *, out_file=False) -> None:
     g.add_argument("--iterations", type=_positive_int, default=None,
                    help="iterations of gradient descent; the paper's schedule (800 for "
                         "HOG/DSIFT, 400 for CaffeNet) is shrunk or stretched to fit")
-    g.add_argument("--seed", type=int, default=0, help="seed of the random starts (default: 0)")
+    g.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the random starts, 0 or more (default: 0)")
+    g.add_argument("--learning-rate", type=_learning_rate, default=None, metavar="X",
+                   help="first learning rate of the paper's schedule (default: 0.004); the "
+                        "later steps keep their ratios (x0.1, x0.01, ...). Lower it if an "
+                        "inversion diverges")
+    g.add_argument("--lambda-alpha", type=_lambda, default=None, metavar="X",
+                   help="weight of the alpha-norm prior (default: the paper's for the "
+                        "representation and image size)")
     g.add_argument("--quiet", action="store_true",
                    help="no progress bars or notes; warnings, errors and the output path only")
     g.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -1043,22 +1257,81 @@ def _weights_args(p) -> None:
                         "the command; results are labelled untrained)")
 
 
+def _wrap(text: str) -> str:
+    """A paragraph of --help text wrapped as argparse would (the Raw formatter keeps the
+    examples' line breaks but wraps nothing itself)."""
+    import shutil
+    import textwrap
+
+    width = min(shutil.get_terminal_size().columns, 100) - 2
+    return textwrap.fill(" ".join(text.split()), width)
+
+
+def _layer_names_help() -> str:
+    from .representations.caffenet import CAFFENET_LAYERS
+
+    return _wrap(f"CaffeNet layers: {', '.join(CAFFENET_LAYERS)}.")
+
+
+DEMO_EXAMPLES = """\
+examples:
+  invert-native demo                  4 photos, HOG, HOGb, DSIFT (about 25 s on 2 cores)
+  invert-native demo --quick          2 small photos, 200 iterations (a few seconds)
+  invert-native demo --weights caffenet-12.onnx       ... and six CaffeNet layers (Fig. 6)
+  invert-native demo --photos astronaut,camera,chelsea,coffee,rocket,coins,\
+immunohistochemistry,motorcycle --docs docs
+                                      the README's figure and Table 1 (docs/table1.png,
+                                      docs/table1.md, docs/table1.json)
+
+""" + EXIT_HELP
+
+INVERT_EXAMPLES = """\
+examples:
+  invert-native invert photo.jpg --rep hogb -o photo-hogb.png
+  invert-native invert photo.jpg --rep hog --color --restarts 4 -o photo-hog.png
+  invert-native invert photo.jpg --rep caffenet:relu5 --weights caffenet-12.onnx -o r5.png
+  invert-native invert photo.jpg --rep dsift --learning-rate 0.001 -o d.png  (if it diverged)
+
+""" + EXIT_HELP
+
+EVALUATE_EXAMPLES = """\
+examples:
+  invert-native evaluate a.jpg b.jpg c.jpg -o table1/
+  invert-native evaluate photos/*.jpg --rep hogb --size 128x160 -o table1-hogb/
+  invert-native evaluate photos/*.jpg -o table1/ --resume        (go on after Ctrl-C)
+
+""" + EXIT_HELP
+
+LAYERS_EXAMPLES = """\
+examples:
+  invert-native layers photo.jpg --weights caffenet-12.onnx              all 20 layers
+  invert-native layers a.jpg b.jpg --weights caffenet-12.onnx --lambda-tv 0.5,5,50
+                                                                 Table 3 / Fig. 8
+  invert-native layers photo.jpg --weights caffenet-12.onnx --window 5   Fig. 9
+  invert-native layers photo.jpg --weights caffenet-12.onnx --group 1    Fig. 10
+  invert-native layers photo.jpg --random-weights --layers conv1,relu5 --iterations 50
+                                                                 a try without weights
+
+""" + EXIT_HELP
+
+
 def _add_commands(sub) -> None:
+    from .experiments.deep import DEMO_LAYERS
     from .experiments.results import LAYOUT
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
-        "demo", formatter_class=fmt, epilog=LAYOUT,
+        "demo", formatter_class=fmt, epilog=DEMO_EXAMPLES + "\n" + LAYOUT,
         help="invert HOG, HOGb and DSIFT codes of bundled photos (and CaffeNet layers with "
              "--weights); writes a figure and a report",
-        description="The paper's Fig. 3 and Table 1 on photos shipped with scikit-image (no "
-                    "download): each photo's grey HOG, HOGb and DSIFT codes are inverted with "
-                    f"the paper's 800-iteration schedule at {DEMO_SIZE[0]}x{DEMO_SIZE[1]} "
-                    f"({len(DEMO_PHOTOS)} photos; --quick: {len(QUICK_PHOTOS)} photos at "
-                    f"{QUICK_SIZE[0]}x{QUICK_SIZE[1]}, {QUICK_ITERATIONS} iterations). With "
-                    "--weights, the astronaut photo is also inverted from CaffeNet layers "
-                    f"({', '.join(('conv1', 'norm2', 'relu3', 'relu5', 'relu6', 'fc8'))}; "
-                    "Fig. 6).")
+        description=_wrap(
+            "The paper's Fig. 3 and Table 1 on photos shipped with scikit-image (no download): "
+            "each photo's grey HOG, HOGb and DSIFT codes are inverted with the paper's "
+            f"800-iteration schedule at {DEMO_SIZE[0]}x{DEMO_SIZE[1]} ({len(DEMO_PHOTOS)} "
+            f"photos; --quick: {len(QUICK_PHOTOS)} photos at {QUICK_SIZE[0]}x{QUICK_SIZE[1]}, "
+            f"{QUICK_ITERATIONS} iterations). With --weights, the astronaut photo is also "
+            f"inverted from CaffeNet layers ({', '.join(DEMO_LAYERS)}; Fig. 6). --docs DIR "
+            "also writes the figure and Table 1 as the README shows them."))
     p.add_argument("--quick", action="store_true",
                    help="a smaller, faster demo (a few seconds)")
     p.add_argument("--photos", default=None,
@@ -1070,9 +1343,13 @@ def _add_commands(sub) -> None:
                    help="shallow representations (default: hog,hogb,dsift)")
     p.add_argument("--lambda-tv", type=_lambda, default=None, metavar="X",
                    help="lambda_V of the shallow inversions (default: the authors' 0.5)")
-    p.add_argument("--layers", default=None,
+    p.add_argument("--layers", type=_layer_list, default=None,
                    help="CaffeNet layers with --weights (default: "
                         "conv1,norm2,relu3,relu5,relu6,fc8)")
+    p.add_argument("--docs", default=None, metavar="DIR",
+                   help="when the run completes, also write DIR/table1.png (the figure), "
+                        "DIR/table1.md (Table 1 as the README shows it) and DIR/table1.json "
+                        "(per-image errors): the README's results come from `--docs docs`")
     _weights_args(p)
     _common(p)
     p.set_defaults(func=_cmd_demo)
@@ -1080,14 +1357,18 @@ def _add_commands(sub) -> None:
     p = sub.add_parser(
         "invert", formatter_class=fmt,
         help="reconstruct one image from its code (HOG, HOGb, DSIFT or a CaffeNet layer)",
-        description="Invert one image's code: writes OUT.png (the best restart), "
-                    "OUT.compare.png (the original beside every restart) and OUT.json "
-                    "(settings, errors per restart, timings).",
-        epilog="HOG, HOGb and DSIFT invert the grey image at its size (the paper's shallow "
-               "experiments), downscaled to --max-side; --color inverts the colour HOG. "
-               "CaffeNet takes the image fitted to 227x227 (aspect kept, centre crop) and "
-               "needs --weights, or --random-weights for an untrained net (labelled so in "
-               "the output and the sidecar).")
+        description=_wrap(
+            "Invert one image's code: writes OUT.png (the best restart), OUT.compare.png (the "
+            "original beside every restart) and OUT.json (settings, errors per restart, "
+            "timings)."),
+        epilog=_wrap(
+            "HOG, HOGb and DSIFT invert the grey image at its size (the paper's shallow "
+            "experiments), downscaled to --max-side; --color inverts the colour HOG. CaffeNet "
+            "takes the image fitted to 227x227 (aspect kept, centre crop) and needs --weights, "
+            "or --random-weights for an untrained net (labelled so in the output and the "
+            "sidecar). Grey, palette, 16-bit and RGBA images are converted (alpha composited "
+            "over white), with a note.")
+        + "\n\n" + _layer_names_help() + "\n\n" + INVERT_EXAMPLES)
     p.add_argument("image", help="the image (any format Pillow reads)")
     p.add_argument("--rep", required=True,
                    help="hog, hogb, dsift, or caffenet:LAYER (conv1 ... fc8)")
@@ -1100,7 +1381,7 @@ def _add_commands(sub) -> None:
                    help="HOG/HOGb: invert the colour image's code (default: grey, as the paper)")
     p.add_argument("--size", type=_parse_size, default=None, metavar="HxW",
                    help="HOG/DSIFT: bring the image to this size (resize, centre crop)")
-    p.add_argument("--max-side", type=int, default=256, metavar="N",
+    p.add_argument("--max-side", type=_max_side, default=256, metavar="N",
                    help="HOG/DSIFT: downscale larger images to this longest side (default 256; "
                         "0 keeps the full size)")
     _weights_args(p)
@@ -1108,21 +1389,22 @@ def _add_commands(sub) -> None:
     p.set_defaults(func=_cmd_invert)
 
     p = sub.add_parser(
-        "evaluate", formatter_class=fmt, epilog=LAYOUT,
+        "evaluate", formatter_class=fmt, epilog=EVALUATE_EXAMPLES + "\n" + LAYOUT,
         help="the paper's Table 1 on your images: mean ± std error per representation",
-        description="Invert every image's HOG / HOGb / DSIFT code and report the errors "
-                    "(paper's metric ||Phi(x*) - Phi(x0)|| / N_Phi and the authors' squared "
-                    "one) as Markdown, CSV and JSON, with a figure grid. Images are inverted "
-                    "in grey, all at one size (the metric compares codes of the set): --size "
-                    "HxW, or by default the smallest height x smallest width of the images, "
-                    "scaled down to --max-side; each image is resized keeping its aspect ratio "
-                    "to cover that size and centre-cropped.")
+        description=_wrap(
+            "Invert every image's HOG / HOGb / DSIFT code and report the errors (paper's "
+            "metric ||Phi(x*) - Phi(x0)|| / N_Phi and the authors' squared one) as Markdown, "
+            "CSV and JSON, with a figure grid. Images are inverted in grey, all at one size "
+            "(the metric compares codes of the set): --size HxW, or by default the smallest "
+            "height x smallest width of the images, scaled down to --max-side; each image is "
+            "resized keeping its aspect ratio to cover that size and centre-cropped. The images "
+            "must differ: the metric divides by the mean distance between their codes."))
     p.add_argument("images", nargs="+", help="two or more images")
     p.add_argument("--rep", default="hog,hogb,dsift",
                    help="comma-separated: hog, hogb, dsift (default: all three)")
     p.add_argument("--size", type=_parse_size, default=None, metavar="HxW",
                    help="the common size (default: see above)")
-    p.add_argument("--max-side", type=int, default=256, metavar="N",
+    p.add_argument("--max-side", type=_max_side, default=256, metavar="N",
                    help="longest side of the default common size (default 256; 0: no limit)")
     p.add_argument("--lambda-tv", type=_lambda, default=None, metavar="X",
                    help="weight of the TV prior (default: the authors' 0.5)")
@@ -1130,17 +1412,19 @@ def _add_commands(sub) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
-        "layers", formatter_class=fmt, epilog=LAYOUT,
+        "layers", formatter_class=fmt,
+        epilog=_layer_names_help() + "\n\n" + LAYERS_EXAMPLES + "\n" + LAYOUT,
         help="CaffeNet layer x lambda_V sweep (Table 3, Fig. 6/8), --window (Fig. 9), "
              "--group (Fig. 10)",
-        description="Invert an image's code at CaffeNet layers: every layer (or --layers) x "
-                    "every --lambda-tv (default: the paper's value per layer), optionally with "
-                    "the loss restricted to the central --window N x N neurons (Fig. 9) or to "
-                    "one --group of channels (Fig. 10). With two or more images the table "
-                    "uses the paper's N_Phi metric, else ||Phi(x*) - Phi0|| / ||Phi0||. About "
-                    "10-100 ms per iteration on a CPU core (400 iterations per inversion).")
+        description=_wrap(
+            "Invert an image's code at CaffeNet layers: every layer (or --layers) x every "
+            "--lambda-tv (default: the paper's value per layer), optionally with the loss "
+            "restricted to the central --window N x N neurons (Fig. 9) or to one --group of "
+            "channels (Fig. 10). With two or more images the table uses the paper's N_Phi "
+            "metric, else ||Phi(x*) - Phi0|| / ||Phi0||. About 10-100 ms per iteration on a CPU "
+            "core (400 iterations per inversion)."))
     p.add_argument("images", nargs="+", metavar="IMAGE", help="one or more images")
-    p.add_argument("--layers", default=None,
+    p.add_argument("--layers", type=_layer_list, default=None,
                    help="comma-separated layers (default: all 20, conv1 ... fc8)")
     p.add_argument("--lambda-tv", type=_lambda_list, default=None, metavar="X[,Y...]",
                    help="lambda_V values, e.g. 0.5,5,50 (Table 3 / Fig. 8); default: the "
@@ -1165,7 +1449,7 @@ def _dispatch(parser, argv) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error argparse already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = list(argv)
     debug = getattr(args, "debug", False)
     try:
         return args.func(args)
@@ -1188,15 +1472,28 @@ def _dispatch(parser, argv) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The console script: the exit status (0 done, 1 failed, 2 bad input, 130 Ctrl-C)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(args)
+    except KeyboardInterrupt:  # e.g. while the parser is built, before any command runs
+        if "--debug" in args:
+            raise
+        print("invert-native: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
     parser = _Parser(
         prog="invert-native",
-        description="Invert image representations (HOG, dense SIFT, CNN layers): find images "
-                    "whose code matches a given image's (Mahendran & Vedaldi, CVPR 2015). "
-                    "Start with `invert-native demo`.",
+        description=_wrap("Invert image representations (HOG, dense SIFT, CNN layers): find "
+                          "images whose code matches a given image's (Mahendran & Vedaldi, "
+                          "CVPR 2015). Start with `invert-native demo`."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EXAMPLES + "\n" + LAYOUT)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("info", help="show the build (CPU threads, CUDA status) and run a smoke test")
+    p = sub.add_parser("info", help="show the build (CPU threads, SGEMM kernel, CUDA status) "
+                                    "and run a smoke test")
     p.set_defaults(func=_info)
     from . import bench
 
@@ -1205,6 +1502,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
     _add_commands(sub)
+    if not argv:  # a bare `invert-native`: the full help rather than one usage line
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     return _dispatch(parser, argv)
 
 

@@ -24,7 +24,7 @@ from ..invert import mean_pairwise_distance
 
 __all__ = ["PAPER_LAMBDAS_TV", "PAPER_TABLE3", "DEMO_LAYERS", "WEIGHTS_HELP", "Job",
            "DeepInversion", "load_caffenet", "fit_image", "plan", "invert_layer", "layer_codes",
-           "layer_scale", "table3_markdown", "paper_lambda_tv"]
+           "layer_scale", "layer_scales", "table3_markdown", "paper_lambda_tv"]
 
 PAPER_LAMBDAS_TV = (0.5, 5.0, 50.0)
 
@@ -199,6 +199,28 @@ def layer_codes(net, images, job: Job) -> np.ndarray:
 def layer_scale(codes) -> float | None:
     """N_Phi of the codes of several images at one layer (None for a single image)."""
     return mean_pairwise_distance(codes) if len(codes) >= 2 else None
+
+
+def layer_scales(net, images, jobs) -> dict:
+    """{(layer, mask): (N_Phi, mean ||Phi||)} of fitted RGB images (two or more) at every
+    job's layer, masked as the job is: known before the sweep, so that a set whose codes do
+    not differ is refused before any inversion runs. One batch of all images per layer."""
+    x = np.concatenate([net.preprocess(img) for img in images])
+    if net.device == "cuda":
+        import cupy
+
+        x = cupy.asarray(x)
+    out = {}
+    for job in jobs:
+        if (job.layer, job.mask) in out:
+            continue
+        c = _host(net.forward_to(x, job.layer)).astype(np.float64)
+        mask = job_mask(net, job)
+        if mask is not None:
+            c = c * mask
+        norm = float(np.sqrt((c.reshape(len(c), -1) ** 2).sum(axis=1)).mean())
+        out[(job.layer, job.mask)] = (mean_pairwise_distance(c), norm)
+    return out
 
 
 def invert_layer(net, image, job: Job, **options) -> DeepInversion:

@@ -248,6 +248,46 @@ class ShallowSection:
         return md
 
     def write_figure(self, folder) -> None:
+        folder.figure(self._figure())
+
+    def write_docs(self, folder: Path, report: dict) -> list[Path]:
+        """The README's results, from this section of a finished run: ``folder``/table1.png
+        (the figure), table1.md (Table 1 with the paper's column, and the command that made
+        it) and table1.json (per-image errors and seconds, the summary, settings, machine).
+        Returns the paths written."""
+        from .results import write_json, write_png, write_text
+
+        rows, _ = self.summary()
+        command = " ".join(["invert-native"] + [shlex.quote(a) for a in report["argv"]])
+        done = [r for r in self.runs.values() if "error" in r]
+        iterations = done[0]["iterations"] if done else None
+        h, w = self.size
+        md = ["| representation | ours, paper's metric | ours, authors' squared metric | "
+              "paper (Table 1, 100 ILSVRC images) |", "|---|---|---|---|"]
+        for r in rows:
+            md.append(f"| {REP_TITLE[r['representation']]} | "
+                      f"{_mean_std(r['error_mean'], r['error_std'])} | "
+                      f"{_mean_std(r['error_squared_mean'], r['error_squared_std'])} | "
+                      f"{_mean_std(r['paper_error_mean'], r['paper_error_std'])} |")
+        md += ["", f"Error % of the reconstruction's code, mean ± std over {len(self.items)} "
+               f"image(s) ({', '.join(n for n, _ in self.items)}; grey, {h}x{w}, "
+               f"{iterations} iterations, {report['settings']['restarts']} restart(s)). "
+               f"Measured with `{command}` ({report['created']}).", ""]
+        per_image = {rep: {key: [self.runs.get((n, rep), {}).get(k) for n, _ in self.items]
+                           for key, k in (("paper", "error"), ("squared", "error_squared"),
+                                          ("relative", "error_relative"))}
+                     for rep in self.reps}
+        record = {"command": command, "created": report["created"],
+                  "images": [n for n, _ in self.items], "size": list(self.size),
+                  "iterations": iterations, "settings": report["settings"],
+                  "machine": report["machine"], "summary": rows, "errors": per_image,
+                  "seconds_per_image": {rep: [self.runs.get((n, rep), {}).get("seconds")
+                                              for n, _ in self.items] for rep in self.reps}}
+        return [write_png(folder / "table1.png", self._figure()),
+                write_text(folder / "table1.md", "\n".join(md)),
+                write_json(folder / "table1.json", record)]
+
+    def _figure(self):
         from .figures import grid
 
         rows, caps = [], []
@@ -260,16 +300,24 @@ class ShallowSection:
                            else f"{REP_TITLE[rep]} {pct(r['error'])}%")
             rows.append(row)
             caps.append(cap)
-        folder.figure(grid(rows, col_labels=["original"] + [REP_TITLE[r] for r in self.reps],
-                           row_labels=[n for n, _ in self.items], captions=caps))
+        return grid(rows, col_labels=["original"] + [REP_TITLE[r] for r in self.reps],
+                    row_labels=[n for n, _ in self.items], captions=caps)
+
+
+def _mean_std(mean, std) -> str:
+    """'26.59 ± 6.0' (%) from fractions, as the README's Table 1 shows them."""
+    if mean is None:
+        return "—"
+    return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.1f}")
 
 
 class DeepSection:
     """CaffeNet layers x lambda_V (Table 3, Fig. 6/8), optionally masked (Fig. 9/10)."""
 
-    def __init__(self, key, items, jobs, net, weights: dict):
+    def __init__(self, key, items, jobs, net, weights: dict, scales=None):
         self.key, self.items, self.jobs, self.net = key, items, jobs, net
         self.weights = weights
+        self.scales = scales or {}  # (layer, mask) -> N_Phi of the images' codes (2+ images)
         self.runs: dict = {}     # (image, job) -> record
         self.recons: dict = {}   # (image, job) -> best reconstruction
         self.rows: list[dict] = []
