@@ -17,7 +17,8 @@ namespace invert_native {
 namespace {
 constexpr index_t kStreamMaxBatch = 16;  // above this, SGEMM reuses each weight tile enough
 constexpr index_t kRows = 4;             // weight rows streamed together (4 memory streams)
-constexpr index_t kColBlock = 1024;      // dx columns per task in backward (16 KiB at batch 4: L1)
+constexpr index_t kColBlock = 1024;      // dx columns per block when adding the row partials
+constexpr index_t kL1Floats = 8192;      // 32 KiB: what a column block may keep in L1 (of 48)
 constexpr index_t kRowStreamMaxFloats = 16384;  // backward streams rows while dx fits L1 (64 KiB)
 constexpr index_t kRowChunks = 16;       // backward's partial sums (fixed: the order of the sums)
 
@@ -29,25 +30,60 @@ inline float hsum(v8 v) {  // a fixed order, so results do not depend on the cal
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
-// out[n * ldo + r] = w[r] . x[n] for the kRows rows w[r] (length I) and NB
-// inputs x[n] (stride I): each weight vector is loaded once for the NB inputs.
+// acc[n][r] += w[r][i0, i1) . x[n][i0, i1) lane by lane, for the kRows rows w[r]
+// and NB inputs x[n] (stride I): each weight vector is loaded once for the NB
+// inputs. The lane accumulators live in memory between column blocks, so a
+// row's sum is the same sequence of operations however the columns are split.
 template <int NB>
-void dot_rows(const float* const* w, const float* x, index_t I, float* out, index_t ldo) {
-    v8 acc[kRows][NB] = {};
-    index_t i = 0;
-    for (; i + 8 <= I; i += 8) {
+void dot_rows(const float* const* w, const float* x, index_t I, index_t i0, index_t i1,
+              v8 (*acc)[kRows]) {
+    v8 a[kRows][NB];
+    for (index_t r = 0; r < kRows; ++r)
+        for (int n = 0; n < NB; ++n) a[r][n] = acc[n][r];
+    for (index_t i = i0; i + 8 <= i1; i += 8) {
         v8 xv[NB];
         for (int n = 0; n < NB; ++n) xv[n] = load8(x + n * I + i);
         for (index_t r = 0; r < kRows; ++r) {
             const v8 wv = load8(w[r] + i);
-            for (int n = 0; n < NB; ++n) acc[r][n] += wv * xv[n];
+            for (int n = 0; n < NB; ++n) a[r][n] += wv * xv[n];
         }
     }
     for (index_t r = 0; r < kRows; ++r)
+        for (int n = 0; n < NB; ++n) acc[n][r] = a[r][n];
+}
+
+// d[n][i] += g[n][0] * w[0][i] + ... + g[n][3] * w[3][i] (added one row at a
+// time, in order) for the NB outputs d[n] (stride I) and their coefficients
+// g[n] (stride O), columns [i0, i1): the kRows weight vectors are loaded once
+// for the NB outputs, whose coefficients stay in registers.
+template <int NB>
+void add_four_rows(const float* const* w, const float* g, index_t O, float* d, index_t I,
+                   index_t i0, index_t i1) {
+    v8 gv[NB][kRows];
+    for (int n = 0; n < NB; ++n)
+        for (index_t r = 0; r < kRows; ++r) gv[n][r] = v8{} + g[n * O + r];
+    index_t i = i0;
+    for (; i + 8 <= i1; i += 8) {
+        const v8 w0 = load8(w[0] + i), w1 = load8(w[1] + i), w2 = load8(w[2] + i),
+                 w3 = load8(w[3] + i);
         for (int n = 0; n < NB; ++n) {
-            float s = hsum(acc[r][n]);
-            for (index_t t = i; t < I; ++t) s += w[r][t] * x[n * I + t];
-            out[n * ldo + r] = s;
+            v8 v = load8(d + n * I + i);
+            v += gv[n][0] * w0;
+            v += gv[n][1] * w1;
+            v += gv[n][2] * w2;
+            v += gv[n][3] * w3;
+            store8(d + n * I + i, v);
+        }
+    }
+    for (; i < i1; ++i)
+        for (int n = 0; n < NB; ++n) {
+            const float* gn = g + n * O;
+            float v = d[n * I + i];
+            v += gn[0] * w[0][i];
+            v += gn[1] * w[1][i];
+            v += gn[2] * w[2][i];
+            v += gn[3] * w[3][i];
+            d[n * I + i] = v;
         }
 }
 
@@ -56,32 +92,15 @@ void dot_rows(const float* const* w, const float* x, index_t I, float* out, inde
 // that each out vector is loaded and stored once per kRows rows.
 void add_rows(const LinearParams& p, const float* dy, const float* w, index_t o0, index_t o1,
               index_t i0, index_t i1, float* out) {
+    static_assert(kRows == 4, "add_four_rows adds four rows");
     index_t o = o0;
     for (; o + kRows <= o1; o += kRows) {
-        const float* w0 = w + o * p.I;
-        const float *w1 = w0 + p.I, *w2 = w1 + p.I, *w3 = w2 + p.I;
-        for (index_t n = 0; n < p.N; ++n) {
-            const float* g = dy + n * p.O + o;
-            const float g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3];
-            float* d = out + n * p.I;
-            index_t i = i0;
-            for (; i + 8 <= i1; i += 8) {
-                v8 v = load8(d + i);
-                v += g0 * load8(w0 + i);
-                v += g1 * load8(w1 + i);
-                v += g2 * load8(w2 + i);
-                v += g3 * load8(w3 + i);
-                store8(d + i, v);
-            }
-            for (; i < i1; ++i) {
-                float v = d[i];
-                v += g0 * w0[i];
-                v += g1 * w1[i];
-                v += g2 * w2[i];
-                v += g3 * w3[i];
-                d[i] = v;
-            }
-        }
+        const float* wr[kRows];
+        for (index_t r = 0; r < kRows; ++r) wr[r] = w + (o + r) * p.I;
+        index_t n = 0;
+        for (; n + 2 <= p.N; n += 2)
+            add_four_rows<2>(wr, dy + n * p.O + o, p.O, out + n * p.I, p.I, i0, i1);
+        if (n < p.N) add_four_rows<1>(wr, dy + n * p.O + o, p.O, out + n * p.I, p.I, i0, i1);
     }
     for (; o < o1; ++o) {
         const float* wr = w + o * p.I;
@@ -94,15 +113,17 @@ void add_rows(const LinearParams& p, const float* dy, const float* w, index_t o0
 }
 
 // Backward for batches whose dx does not fit L1: parallel over blocks of
-// kColBlock columns, so that a block of every dx row stays in L1 while all
-// the weight rows pass.
+// columns, so that a block of every dx row stays in L1 while all the weight
+// rows pass.
 // The order over o is the same for every element, whatever the blocks or the
 // thread count.
 void backward_by_columns(const LinearParams& p, const float* dy, const float* w, float* dx) {
-    const index_t blocks = (p.I + kColBlock - 1) / kColBlock;
+    // the kRows weight pieces and the N dx pieces of a block in L1
+    const index_t block = std::max<index_t>(64, kL1Floats / (kRows + p.N) / 8 * 8);
+    const index_t blocks = (p.I + block - 1) / block;
 #pragma omp parallel for schedule(static)
     for (index_t blk = 0; blk < blocks; ++blk) {
-        const index_t i0 = blk * kColBlock, i1 = std::min(p.I, i0 + kColBlock);
+        const index_t i0 = blk * block, i1 = std::min(p.I, i0 + block);
         for (index_t n = 0; n < p.N; ++n) std::memset(dx + n * p.I + i0, 0, (i1 - i0) * sizeof(float));
         add_rows(p, dy, w, 0, p.O, i0, i1, dx);
     }
@@ -119,21 +140,31 @@ void linear_forward(const LinearParams& p, const float* x, const float* w, const
         return;
     }
     // A matrix-vector product bound by reading the weights: kRows rows at a
-    // time, each read from memory once for all the batch (pairs of inputs
-    // share a pass over the rows, which stay in L1/L2).
+    // time, each read from memory once for all the batch. With several inputs
+    // the columns go in blocks small enough that the kRows weight pieces and
+    // the inputs' pieces stay in L1 while pairs of inputs pass over them (the
+    // rows whole would live in L2 and be re-read from there for every pair).
+    const index_t vec_end = p.I / 8 * 8;
+    const index_t block = p.N <= 2 ? vec_end : std::max<index_t>(64, kL1Floats / (kRows + p.N) / 8 * 8);
     const index_t groups = (p.O + kRows - 1) / kRows;
 #pragma omp parallel for schedule(static)
     for (index_t g = 0; g < groups; ++g) {
         const index_t o0 = g * kRows, rows = std::min(kRows, p.O - o0);
         const float* wr[kRows];
         for (index_t r = 0; r < kRows; ++r) wr[r] = w + (o0 + std::min(r, rows - 1)) * p.I;
-        float out[kStreamMaxBatch][kRows];  // a partial group repeats its last row
-        index_t n = 0;
-        for (; n + 2 <= p.N; n += 2) dot_rows<2>(wr, x + n * p.I, p.I, &out[n][0], kRows);
-        if (n < p.N) dot_rows<1>(wr, x + n * p.I, p.I, &out[n][0], kRows);
-        for (n = 0; n < p.N; ++n)
-            for (index_t r = 0; r < rows; ++r)
-                y[n * p.O + o0 + r] = b ? out[n][r] + b[o0 + r] : out[n][r];
+        v8 acc[kStreamMaxBatch][kRows] = {};  // a partial group repeats its last row
+        for (index_t i0 = 0; i0 < vec_end; i0 += block) {
+            const index_t i1 = std::min(vec_end, i0 + block);
+            index_t n = 0;
+            for (; n + 2 <= p.N; n += 2) dot_rows<2>(wr, x + n * p.I, p.I, i0, i1, acc + n);
+            if (n < p.N) dot_rows<1>(wr, x + n * p.I, p.I, i0, i1, acc + n);
+        }
+        for (index_t n = 0; n < p.N; ++n)
+            for (index_t r = 0; r < rows; ++r) {
+                float s = hsum(acc[n][r]);
+                for (index_t t = vec_end; t < p.I; ++t) s += wr[r][t] * x[n * p.I + t];
+                y[n * p.O + o0 + r] = b ? s + b[o0 + r] : s;
+            }
     }
 }
 
