@@ -82,8 +82,10 @@ def assert_error(value, lo=0.0, hi=3.0):
     assert math.isfinite(v) and lo <= v <= hi, value
 
 
-def assert_folder(out: Path, n_rows: int):
-    """The documented layout: report.md/json, results.csv, summary.csv, figure.png, images/."""
+def assert_folder(out: Path, n_rows: int, alone=()):
+    """The documented layout: report.md/json, results.csv, summary.csv, figure.png, images/.
+    Every row has the N_Phi error but those of the images in ``alone`` (the only image of
+    their section: no N_Phi)."""
     for name in ("report.md", "report.json", "results.csv", "summary.csv", "figure.png"):
         assert (out / name).is_file(), name
     assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
@@ -94,6 +96,10 @@ def assert_folder(out: Path, n_rows: int):
     for r in rows:
         assert r["status"] == "ok"
         assert_error(r["error_relative"])
+        if r["image"] in alone:
+            assert r["error"] == ""
+        else:  # N_Phi at rounding noise (identical images) once made this 1e7
+            assert_error(r["error"], hi=10.0)
         assert_png(out / r["file"])
     assert_png(out / "figure.png", mode="RGB")
     return report, rows
@@ -109,18 +115,45 @@ def test_help_documents_commands_and_layout(capsys):
     for command in ("demo", "invert", "evaluate", "layers"):
         code, out, _ = run([command, "--help"], capsys)
         assert code == 0 and "--quiet" in out and "--debug" in out
+        assert f"examples:\n  invert-native {command} " in out and "exit status" in out
+        assert "--learning-rate" in out and "--lambda-alpha" in out
+    for command in ("invert", "layers"):  # the names --rep caffenet:LAYER / --layers take
+        code, out, _ = run([command, "--help"], capsys)
+        assert "CaffeNet layers: conv1, relu1, mpool1, norm1," in out and "relu7, fc8." in out
+
+
+def test_no_command_prints_the_help(capsys):
+    code, out, err = run([], capsys)
+    assert code == 2 and out == ""
+    assert "usage: invert-native" in err and "evaluate" in err and "examples:" in err
+
+
+def test_info_reports_the_sgemm_kernel(capsys):
+    code, out, _ = run(["info"], capsys)
+    assert code == 0
+    assert f"SGEMM kernel {invert_native._cpu.sgemm_kernel()}" in out and "ok" in out
+
+
+def test_ctrl_c_before_the_command_runs(monkeypatch, capsys):
+    def interrupted(sub):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_add_commands", interrupted)  # while the parser is built
+    code, out, err = run(["demo", "--quick"], capsys)
+    assert code == 130 and err == "invert-native: interrupted\n"
 
 
 # ---------------------------------------------------------------------- demo
 def test_demo_quick_with_untrained_caffenet(tmp_path, capsys):
     out = tmp_path / "demo"
+    docs = tmp_path / "docs"
     code, stdout, err = run(["demo", "--quick", "--size", "48x64", "--iterations", "30",
-                             "--random-weights", "--layers", "conv1,relu1", "-o", out] + FAST,
-                            capsys)
+                             "--random-weights", "--layers", "conv1,relu1", "-o", out,
+                             "--docs", docs] + FAST, capsys)
     assert code == 0, err
-    assert str(out) in stdout
+    assert str(out) in stdout and str(docs / "table1.md") in stdout
     assert "UNTRAINED" in err  # the warning survives --quiet
-    report, rows = assert_folder(out, n_rows=2 * 3 + 2)
+    report, rows = assert_folder(out, n_rows=2 * 3 + 2, alone=("astronaut-colour",))
     assert report["warnings"] and "UNTRAINED" in report["warnings"][0]
     summary = read_csv(out / "summary.csv")
     assert [r["representation"] for r in summary] == ["hog", "hogb", "dsift"]
@@ -140,6 +173,22 @@ def test_demo_quick_with_untrained_caffenet(tmp_path, capsys):
                mode="RGB")
     md = (out / "report.md").read_text()
     assert "Table 1" in md and "UNTRAINED" in md and "28.10" in md
+    # --docs: what the README shows, from the same run
+    figure = assert_png(docs / "table1.png", mode="RGB")
+    with Image.open(out / "figure.png") as im:
+        assert np.array_equal(figure, np.asarray(im))
+    table = [line for line in (docs / "table1.md").read_text().splitlines()
+             if line.startswith("| ") and "±" in line]
+    assert [line.split(" | ")[0] for line in table] == ["| HOG", "| HOGb", "| DSIFT"]
+    assert "28.10 ± 7.9" in table[0]
+    record = json.loads((docs / "table1.json").read_text())
+    assert record["images"] == ["astronaut", "camera"] and record["size"] == [48, 64]
+    assert record["command"].startswith("invert-native demo --quick")
+    for rep in ("hog", "hogb", "dsift"):
+        for key in ("paper", "squared", "relative"):
+            assert len(record["errors"][rep][key]) == 2
+            for v in record["errors"][rep][key]:
+                assert_error(v, hi=10.0)
 
 
 # ---------------------------------------------------------------------- invert
@@ -262,7 +311,7 @@ def test_layers_window_and_group(photos, tmp_path, capsys, mask, variant):
                         "conv1", "--iterations", "3", "--restarts", "2", "-o", out] + mask
                        + FAST, capsys)
     assert code == 0, err
-    report, rows = assert_folder(out, n_rows=1)
+    report, rows = assert_folder(out, n_rows=1, alone=("astro",))
     assert rows[0]["variant"] == variant
     assert (out / "images" / f"astro__conv1__lv0.5__{variant}__r1.png").is_file()
     summary = read_csv(out / "summary.csv")
@@ -280,6 +329,13 @@ def bad(tmp_path_factory, photos):
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(d / "tiny.png")
     Image.fromarray(np.zeros((14, 14), np.uint8) + 40).save(d / "small.png")
     Image.fromarray(np.full((40, 40), 90, np.uint8)).save(d / "blank.png")
+    Image.fromarray(np.full((40, 40), 160, np.uint8)).save(d / "blank2.png")
+    # the same pixels as an 8-bit and a 16-bit PNG, and the same JPEG twice
+    grey = np.asarray(Image.open(photos / "camera.png"))
+    Image.fromarray(grey).save(d / "grey8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(d / "grey16.png")
+    shutil.copy(photos / "astro.jpg", d / "astro-copy.jpg")
+    shutil.copy(photos / "camera.png", d / "prev.compare.png")  # an earlier run's output
     np.savez(d / "wrong.npz", conv1=np.zeros(3, np.float32))
     (d / "garbage.npz").write_bytes(b"not a zip")
     (d / "garbage.onnx").write_bytes(b"not a protobuf")
@@ -324,7 +380,55 @@ def _bad_cases():
         "zero iterations": ["invert", A, "--rep", "hog", "--iterations", "0"],
         "unknown command": ["frobnicate"],
         "unknown demo photo": ["demo", "--photos", "astronaut,mona-lisa"],
+        # Table 1 / Table 3 divide by N_Phi, the mean distance between the images' codes
+        "same image twice": ["evaluate", A, A],
+        "same image twice, spelt two ways": ["evaluate", C, "{photos}/../{photos.name}/camera.png"],
+        "same pixels, 8 and 16 bits": ["evaluate", "{bad}/grey8.png", "{bad}/grey16.png"],
+        "same pixels, two files": ["evaluate", A, "{bad}/astro-copy.jpg", "--rep", "hogb"],
+        "blank images": ["evaluate", "{bad}/blank.png", "{bad}/blank2.png"],
+        "same image twice in layers": ["layers", A, A, "--random-weights", "--layers", "conv1"],
+        "same pixels in layers": ["layers", A, "{bad}/astro-copy.jpg", "--random-weights",
+                                  "--layers", "conv1"],
+        # options checked by the parser
+        "negative seed in invert": ["invert", A, "--rep", "hog", "--seed", "-1"],
+        "negative seed in evaluate": ["evaluate", A, C, "--seed", "-1"],
+        "negative seed in layers": ["layers", A, "--random-weights", "--seed", "-2"],
+        "negative seed in demo": ["demo", "--quick", "--seed", "-1"],
+        "max side too small": ["invert", A, "--rep", "hog", "--max-side", "8"],
+        "negative max side": ["evaluate", A, C, "--max-side", "-1"],
+        "unknown layer in demo without weights": ["demo", "--quick", "--layers", "foo"],
+        "empty layer list": ["layers", A, "--random-weights", "--layers", ","],
+        "zero learning rate": ["invert", A, "--rep", "hog", "--learning-rate", "0"],
+        "infinite learning rate": ["evaluate", A, C, "--learning-rate", "inf"],
+        "negative lambda alpha": ["layers", A, "--random-weights", "--lambda-alpha", "-1"],
+        # files
+        "weights folder": ["layers", A, "--weights", "{bad}"],
+        "output over the input image": ["invert", C, "--rep", "hog", "-o", C],
+        "output's compare.png over the input": ["invert", "{bad}/prev.compare.png", "--rep",
+                                                "hog", "-o", "{bad}/prev.png"],
+        "output folder is a file": ["invert", A, "--rep", "hog", "-o", C + "/x.png"],
     }
+
+
+# what the one line must say, where the case is easy to get wrong
+_EXPECTED = {
+    "same image twice": "the same image given 2 times: the paper's metric needs at least two "
+                        "different images",
+    "same image twice, spelt two ways": "the same image given 2 times",
+    "same pixels, 8 and 16 bits": "are identical (the same pixels",
+    "same pixels, two files": "are identical (the same pixels",
+    "blank images": "code is all zeros (a blank image?)",
+    "same image twice in layers": "one image gives the error",
+    "same pixels in layers": "are identical (the same pixels",
+    "negative seed in demo": "argument --seed: must be 0 or more",
+    "max side too small": "must be 0 (no limit) or at least 16",
+    "unknown layer in demo without weights": "unknown layer 'foo'",
+    "empty layer list": "the layer list ',' is empty",
+    "weights folder": "is a folder, not a weights file",
+    "output over the input image": "would overwrite the input",
+    "output's compare.png over the input": "would overwrite the input",
+    "output folder is a file": "is a file, not a folder",
+}
 
 
 @pytest.mark.parametrize("case", list(_bad_cases()))
@@ -340,6 +444,7 @@ def test_bad_input_one_line_exit_2(case, photos, bad, tmp_path, capsys):
     errors = [line for line in lines if "error:" in line]
     assert len(errors) == 1, err
     assert errors[0].startswith("invert-native"), err
+    assert _EXPECTED.get(case, "") in errors[0]
     assert "Traceback" not in err
     assert not list(tmp_path.glob("o/*.png"))
 
@@ -364,6 +469,106 @@ def test_out_folder_not_empty_needs_force(photos, tmp_path, capsys):
     code, _, err = run(argv + ["--force"], capsys)
     assert code == 0, err
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_colliding_image_names_are_made_unique(photos, tmp_path, capsys):
+    d = tmp_path / "col"
+    (d / "sub").mkdir(parents=True)
+    # stems x, x, x-2, X: the second x once became x-2, as the third did
+    for name, photo in (("x.png", "coffee.png"), ("sub/x.png", "camera.png"),
+                        ("x-2.png", "astro.jpg"), ("X.png", "camera.png")):
+        shutil.copy(photos / photo, d / name)
+    out = tmp_path / "ev"
+    paths = [d / "x.png", d / "sub" / "x.png", d / "x-2.png", d / "X.png"]
+    code, _, err = run(["evaluate", *paths, "--rep", "hog", "--iterations", "5", "-o", out]
+                       + FAST, capsys)
+    assert code == 0, err
+    report, rows = assert_folder(out, n_rows=4)
+    images = report["settings"]["images"]
+    assert len(images) == 4 and sorted(images.values()) == sorted(str(p) for p in paths)
+    names = [r["image"] for r in rows]
+    assert len({n.casefold() for n in names}) == 4
+    assert images["x"] == str(d / "x.png") and images["x-2"] == str(d / "sub" / "x.png")
+    assert len(list((out / "images").glob("*__hog.png"))) == 4
+
+
+def test_output_checked_before_inverting(photos, tmp_path, capsys, monkeypatch):
+    from invert_native.experiments import shallow
+
+    def never(*args, **kwargs):
+        raise AssertionError("the inversion ran before the output was checked")
+
+    monkeypatch.setattr(shallow, "invert_image", never)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder is needed")
+    for out in ([Path("/proc/x.png")] if Path("/proc/self").is_dir() else []) + [
+            blocked / "x.png", blocked / "deeper" / "x.png"]:
+        code, _, err = run(["invert", photos / "camera.png", "--rep", "hog", "-o", out]
+                           + FAST, capsys)
+        assert code == 2, err
+        assert err.count("\n") == 1 and err.startswith(f"invert-native: error: -o {out}: ")
+    assert blocked.read_text() == "a file where a folder is needed"
+
+
+def test_results_folder_never_replaces_an_input(photos, tmp_path, capsys):
+    out = tmp_path / "ev"
+    out.mkdir()
+    shutil.copy(photos / "astro.jpg", out / "figure.png")  # the name of a file the run writes
+    code, _, err = run(["evaluate", out / "figure.png", photos / "camera.png", "-o", out,
+                        "--force"] + FAST, capsys)
+    assert code == 2 and "would replace its input" in err
+    assert (out / "figure.png").read_bytes() == (photos / "astro.jpg").read_bytes()
+
+
+def test_divergence_advises_the_command_options(photos, tmp_path, capsys):
+    out = tmp_path / "d.png"
+    code, _, err = run(["invert", photos / "camera.png", "--rep", "hog", "--lambda-tv", "1e30",
+                        "--iterations", "20", "-o", out] + FAST, capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("invert-native: error: the inversion diverged")
+    assert "--learning-rate below the paper's 0.004" in err and "--lambda-tv (1e+30" in err
+    assert "learning_rate" not in err and "lambda_alpha" not in err
+    assert not out.exists()
+
+
+def test_learning_rate_and_lambda_alpha_options(photos, tmp_path, capsys):
+    out = tmp_path / "lr.png"
+    code, _, err = run(["invert", photos / "camera.png", "--rep", "hogb", "--iterations", "20",
+                        "--learning-rate", "0.002", "--lambda-alpha", "1e-3", "-o", out] + FAST,
+                       capsys)
+    assert code == 0, err
+    settings = json.loads(out.with_suffix(".json").read_text())["settings"]
+    # the paper's schedule (x1, x0.1, x0.01, x0.001), started at 0.002, stretched to 20
+    assert settings["learning_rate"] == [[0.002, 5], [0.0002, 5], [2e-05, 5],
+                                         [pytest.approx(2e-06), 5]]
+    assert settings["iterations"] == 20 and settings["lambda_alpha"] == 1e-3
+    folder = tmp_path / "ev"
+    code, _, err = run(["evaluate", photos / "astro.jpg", photos / "camera.png", "--rep", "hog",
+                        "--iterations", "8", "--learning-rate", "0.003", "-o", folder] + FAST,
+                       capsys)
+    assert code == 0, err
+    report = json.loads((folder / "report.json").read_text())
+    assert report["settings"]["learning_rate"] == 0.003
+    assert "lambda_alpha" not in report["settings"]  # only what was given: old runs resume
+
+
+def test_layer_codes_that_do_not_differ_stop_before_any_inversion(photos, tmp_path, capsys,
+                                                                  monkeypatch):
+    from invert_native.experiments import deep
+
+    def never(*args, **kwargs):
+        raise AssertionError("an inversion ran")
+
+    # relu5 codes equal up to rounding noise (N_Phi 1e-9 of their norm)
+    monkeypatch.setattr(deep, "layer_scales", lambda net, images, jobs: {
+        (j.layer, j.mask): (1e-9 if j.layer == "relu5" else 3.0, 5.0) for j in jobs})
+    monkeypatch.setattr(deep, "invert_layer", never)
+    out = tmp_path / "l"
+    code, _, err = run(["layers", photos / "astro.jpg", photos / "camera.png",
+                        "--random-weights", "--layers", "conv1,relu5", "-o", out] + FAST, capsys)
+    assert code == 2
+    assert "the images' relu5 codes do not differ" in err and "Traceback" not in err
+    assert not out.exists()
 
 
 def test_debug_shows_the_exception(photos, capsys):

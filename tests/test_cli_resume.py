@@ -301,7 +301,12 @@ def test_real_divergence_is_recorded(photos, tmp_path, capsys):
     code, _, err = run(argv, capsys)
     assert code == 1, err
     assert {r["status"] for r in read_csv(out / "results.csv")} == {"diverged"}
-    assert json.loads((out / "report.json").read_text())["status"] == "complete"
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "complete"
+    # the advice names the command's options, not invert()'s arguments
+    message = report["sections"]["table1"]["runs"][0]["message"]
+    assert "--lambda-tv (1e+30 too large?)" in message and "--learning-rate" in message
+    assert "learning_rate" not in message and "lambda_alpha" not in message
 
 
 # ---------------------------------------------------------------------- hostile images
