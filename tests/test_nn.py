@@ -300,3 +300,147 @@ def test_constructors_validate(rng):
         nn.Linear(f32([[1.0, np.nan]]))
     with pytest.raises(ValueError, match="Linear bias has 1 entries but weight has 2 outputs"):
         nn.Linear(f32(rng.standard_normal((2, 3))), f32([1.0]))
+
+
+# ------------------------------------------- hyper-parameters, checked at construction
+def _message(fn):
+    with pytest.raises((TypeError, ValueError)) as info:
+        fn()
+    return info.type, str(info.value)
+
+
+@pytest.mark.parametrize("layer, op", [
+    (lambda w: nn.Conv2d(w, stride=0), lambda x, w: ops.conv2d_forward(x, w, stride=0)),
+    (lambda w: nn.Conv2d(w, stride=(1, -3)), lambda x, w: ops.conv2d_forward(x, w, stride=(1, -3))),
+    (lambda w: nn.Conv2d(w, padding=-1), lambda x, w: ops.conv2d_forward(x, w, padding=-1)),
+    (lambda w: nn.Conv2d(w, groups=0), lambda x, w: ops.conv2d_forward(x, w, groups=0)),
+    (lambda w: nn.Conv2d(w, stride=2 ** 70), lambda x, w: ops.conv2d_forward(x, w, stride=2 ** 70)),
+    (lambda w: nn.Conv2d(w, padding=1.5), lambda x, w: ops.conv2d_forward(x, w, padding=1.5)),
+    (lambda w: nn.MaxPool2d(3, 0), lambda x, w: ops.maxpool2d_forward(x, 3, 0)),
+    (lambda w: nn.MaxPool2d(0), lambda x, w: ops.maxpool2d_forward(x, 0)),
+    (lambda w: nn.MaxPool2d(3, 1, 3), lambda x, w: ops.maxpool2d_forward(x, 3, 1, 3)),
+    (lambda w: nn.MaxPool2d(3, 2, -1), lambda x, w: ops.maxpool2d_forward(x, 3, 2, -1)),
+    (lambda w: nn.LRN(4), lambda x, w: ops.lrn_forward(x, 4)),
+    (lambda w: nn.LRN(5, "x"), lambda x, w: ops.lrn_forward(x, 5, "x")),
+    (lambda w: nn.LRN(5, k=1e-300), lambda x, w: ops.lrn_forward(x, 5, k=1e-300)),
+    (lambda w: nn.LRN(5, alpha=-1.0), lambda x, w: ops.lrn_forward(x, 5, alpha=-1.0)),
+])
+def test_constructors_fail_with_the_ops_errors(rng, layer, op):
+    w = f32(rng.standard_normal((4, 3, 3, 3)))
+    x = f32(rng.standard_normal((1, 3, 8, 8)))
+    layer_type, layer_msg = _message(lambda: layer(w))
+    op_type, op_msg = _message(lambda: op(x, w))
+    assert layer_type is op_type
+    # the same message after the prefix ("Conv2d: ..." / "conv2d_forward: ...")
+    assert layer_msg.split(": ", 1)[1] == op_msg.split(": ", 1)[1]
+    assert layer_msg.split(": ", 1)[0] in ("Conv2d", "MaxPool2d", "LRN")
+
+
+# ----------------------------------------- one layer object at several positions
+def _torch_conv(w, b, padding):
+    torch = require("torch")
+    wt, bt = torch.tensor(w.astype(np.float64)), torch.tensor(b.astype(np.float64))
+    return lambda t: torch.nn.functional.conv2d(t, wt, bt, padding=padding)
+
+
+def _autograd(x, dy, stages):
+    torch = require("torch")
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    t = xt
+    for f in stages:
+        t = f(t)
+    t.backward(torch.tensor(dy.astype(np.float64)))
+    return t.detach().numpy(), xt.grad.numpy()
+
+
+def test_a_layer_used_twice_gives_the_chains_gradient(rng):
+    torch = require("torch")
+    w = f32(rng.standard_normal((4, 4, 3, 3)) / 6)
+    b = f32(rng.standard_normal(4))
+    relu = nn.ReLU()
+    model = nn.Sequential([relu, nn.Conv2d(w, b, padding=1), relu])
+    x = f32(rng.standard_normal((2, 4, 6, 7)))
+    y = model.forward(x)
+    dy = f32(rng.standard_normal(y.shape))
+    dx = model.backward(dy)
+    y_ref, dx_ref = _autograd(x, dy, [torch.relu, _torch_conv(w, b, 1), torch.relu])
+    assert_close(y, y_ref, what="y vs torch")
+    assert_close(dx, dx_ref, what="dx vs torch")
+    assert model[0] is model[2]  # shared, not copied
+
+
+def test_a_conv_used_twice_shares_its_weights(rng):
+    torch = require("torch")
+    w = f32(rng.standard_normal((3, 3, 3, 3)) / 5)
+    b = f32(rng.standard_normal(3))
+    conv = nn.Conv2d(w, b, padding=1)
+    model = nn.Sequential([("a", conv), ("relu", nn.ReLU()), ("b", conv), ("pool", nn.MaxPool2d(2))])
+    x = distinct_inputs(rng, (2, 3, 8, 6))
+    y = model.forward(x)
+    dy = f32(rng.standard_normal(y.shape))
+    dx = model.backward(dy)
+    F = torch.nn.functional
+    stages = [_torch_conv(w, b, 1), torch.relu, _torch_conv(w, b, 1), lambda t: F.max_pool2d(t, 2)]
+    y_ref, dx_ref = _autograd(x, dy, stages)
+    assert_close(y, y_ref, what="y vs torch")
+    assert_close(dx, dx_ref, what="dx vs torch")
+    # forward_to a shared layer's first position, then backward from there
+    out = model.forward_to(x, "a")
+    dy_a = f32(rng.standard_normal(out.shape))
+    _, dx_ref = _autograd(x, dy_a, stages[:1])
+    assert_close(model.backward(dy_a), dx_ref, what="dx through the first position")
+
+
+def test_a_shared_layer_inside_and_outside_a_nested_sequential(rng):
+    torch = require("torch")
+    w = f32(rng.standard_normal((3, 3, 3, 3)) / 5)
+    b = f32(rng.standard_normal(3))
+    relu = nn.ReLU()
+    inner = nn.Sequential([nn.Conv2d(w, b, padding=1), relu])
+    model = nn.Sequential([relu, inner, inner, nn.LRN(3, 0.5, 0.75, 1.0), relu])
+    x = f32(rng.standard_normal((2, 3, 5, 6)))
+    y = model.forward(x)
+    dy = f32(rng.standard_normal(y.shape))
+    dx = model.backward(dy)
+    F = torch.nn.functional
+    conv = _torch_conv(w, b, 1)
+    y_ref, dx_ref = _autograd(x, dy, [torch.relu, conv, torch.relu, conv, torch.relu,
+                                      lambda t: F.local_response_norm(t, 3, 0.5, 0.75, 1.0),
+                                      torch.relu])
+    assert_close(y, y_ref, what="y vs torch")
+    assert_close(dx, dx_ref, what="dx vs torch")
+
+
+def distinct_inputs(rng, shape):
+    """No ties (max-pool is differentiable there), values of both signs."""
+    n = int(np.prod(shape))
+    return f32((rng.permutation(n) - n / 2).reshape(shape) / n * 4)
+
+
+# ------------------------------------------------------------- forward_to(position)
+def test_forward_to_takes_a_position(rng):
+    params = make_params(rng)
+    x = smooth_inputs(rng)
+    model = make_chain(params)
+    for pos, name in enumerate(model.names):
+        np.testing.assert_array_equal(model.forward_to(x, pos), model.forward_to(x, name))
+    np.testing.assert_array_equal(model.forward_to(x, -1), model.forward(x))
+    np.testing.assert_array_equal(model.forward_to(x, -5), model.forward_to(x, "conv1"))
+    out = model.forward_to(x, 1)  # relu1
+    dy = f32(rng.standard_normal(out.shape))
+    _, dx_ref = torch_chain(x, params, dy, stop="relu1")
+    assert_close(model.backward(dy), dx_ref, what="dx from position 1")
+    assert model.index(2) == 2 and model.index(-1) == 4
+
+
+@pytest.mark.parametrize("key, error, message", [
+    (5, ValueError, "layer position 5 is out of range for 5 layers"),
+    (-6, ValueError, "layer position -6 is out of range"),
+    (1.0, TypeError, r"by its name \(a str\) or its position \(an int\), got 1.0"),
+    (None, TypeError, "got None; the layers are: conv1, relu1"),
+    (True, TypeError, "got True"),
+])
+def test_forward_to_a_bad_layer_key(rng, key, error, message):
+    model = make_chain(make_params(rng))
+    with pytest.raises(error, match=message):
+        model.forward_to(smooth_inputs(rng), key)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import invert_native
-from conftest import f32, refs_required, require
+from conftest import assert_close, f32, refs_required, require
 from invert_native import nn, ops
 
 # One valid call of every op: x (2, 4, 7, 7), conv 4 -> 6 channels in 2 groups,
@@ -256,6 +256,92 @@ def test_kernel_larger_than_padded_input(rng, op, replace, message):
 def test_bad_hyperparameters_are_value_errors(rng, op, replace, message):
     with pytest.raises(ValueError, match=rf"{op}: .*{message}"):
         call(rng, op, **replace)
+
+
+# ------------------------------------------- integers beyond the core's int64
+@pytest.mark.parametrize("op, replace, name", [
+    ("conv2d_forward", dict(padding=2 ** 63), "padding"),
+    ("conv2d_forward", dict(stride=2 ** 70), "stride"),
+    ("conv2d_forward", dict(stride=(1, -2 ** 63 - 1)), "stride"),
+    ("conv2d_backward", dict(groups=2 ** 64), "groups"),
+    ("conv2d_backward", dict(x_shape=(2, 4, 2 ** 63, 7)), "x_shape"),
+    ("maxpool2d_forward", dict(kernel_size=2 ** 63), "kernel_size"),
+    ("maxpool2d_backward", dict(padding=(0, 2 ** 80)), "padding"),
+    ("lrn_forward", dict(size=2 ** 63 + 1), "size"),
+    ("linear_backward", dict(x_shape=(2, 2 ** 65)), "x_shape"),
+])
+def test_integers_beyond_int64_are_value_errors_naming_the_argument(rng, op, replace, name):
+    # not pybind11's "incompatible function arguments" TypeError, which names nothing
+    with pytest.raises(ValueError, match=rf"^{op}: {name} = -?\d+ is out of range"):
+        call(rng, op, **replace)
+
+
+@pytest.mark.parametrize("op, replace", [
+    ("conv2d_forward", dict(padding=2 ** 62)),
+    ("conv2d_backward", dict(padding=(0, 2 ** 63 - 1))),
+    ("maxpool2d_forward", dict(kernel_size=2 ** 62 + 1, padding=2 ** 62)),
+    ("maxpool2d_backward", dict(kernel_size=(3, 2 ** 63 - 1), padding=(1, 2 ** 63 - 2))),
+])
+def test_padding_whose_padded_size_overflows_is_a_value_error(rng, op, replace):
+    with pytest.raises(ValueError, match=rf"^{op}: .*padding \d+ is too large for an input "
+                                         r"(height|width) of 7 \(the padded size overflows"):
+        call(rng, op, **replace)
+
+
+def _caffe_pool_out(H, k, s, p):
+    """Caffe's ceil-mode size in Python's exact integers (see test_maxpool2d)."""
+    o = -(-(H + 2 * p - k) // s) + 1
+    return o - 1 if (o - 1) * s >= H + p else o
+
+
+def test_pool_output_size_is_exact_up_to_the_largest_strides():
+    from invert_native import _cpu
+
+    strides = [1, 2, 3, 7, 2 ** 31 + 1, 2 ** 62, 2 ** 63 - 2, 2 ** 63 - 1]
+    for H in range(1, 13):
+        for k in range(1, 6):
+            for p in range(k):
+                if k > H + 2 * p:
+                    continue
+                for s in strides:
+                    got = _cpu.pool2d_params(1, 1, H, 1, k, 1, s, 1, p, 0)[0]
+                    assert got == _caffe_pool_out(H, k, s, p), (H, k, s, p)
+
+
+@pytest.mark.parametrize("stride", [2 ** 62, 2 ** 63 - 1])
+def test_huge_strides_give_the_first_window_only(rng, stride):
+    x = f32(rng.standard_normal((2, 3, 6, 7)))
+    y, argmax = ops.maxpool2d_forward(x, 3, stride, 1)
+    assert y.shape == (2, 3, 1, 1)
+    np.testing.assert_array_equal(y[..., 0, 0], x[:, :, :2, :2].max(axis=(2, 3)))
+    w = f32(rng.standard_normal((4, 3, 3, 3)))
+    yc = ops.conv2d_forward(x, w, stride=stride, padding=1)
+    assert yc.shape == (2, 4, 1, 1)
+    assert_close(yc, ops.conv2d_forward(x, w, padding=1)[:, :, :1, :1], what="y")
+
+
+@pytest.mark.parametrize("op", ["lrn_forward", "lrn_backward"])
+@pytest.mark.parametrize("replace, message", [
+    (dict(k=1e-300), "k must be positive in float32 .* got 1e-300, which rounds to 0"),
+    (dict(k=1e-46), "k must be positive in float32"),
+    (dict(k=3.5e38), "alpha, beta and k must be finite in float32"),
+    (dict(alpha=1e300), "alpha, beta and k must be finite in float32"),
+    (dict(beta=-1e39), "alpha, beta and k must be finite in float32"),
+    (dict(alpha=3e38, beta=2.0, size=1), r"2 \* alpha \* beta / size must be finite in float32"),
+    (dict(alpha=10 ** 400), "alpha, beta and k must be finite"),
+])
+def test_lrn_constants_must_hold_in_float32(rng, op, replace, message):
+    # the core computes in float32: k = 1e-300 would become 0 and alpha = 1e300 inf (NaN outputs)
+    with pytest.raises(ValueError, match=rf"^{op}: .*{message}"):
+        call(rng, op, **replace)
+
+
+def test_lrn_constants_at_the_float32_limits_work(rng):
+    x = f32(rng.standard_normal(XS))
+    y, _ = ops.lrn_forward(x, size=5, alpha=0.0, beta=0.75, k=3e38)
+    assert np.isfinite(y).all() and np.abs(y).max() > 0
+    y, _ = ops.lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=2e-45)  # a float32 subnormal
+    assert np.isfinite(y).all()
 
 
 # --------------------------------------------------------- zero-size dims

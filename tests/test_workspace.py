@@ -26,6 +26,35 @@ def test_workspace_replays_arrays_by_position():
     assert ops.relu_forward(x) is not ops.relu_forward(x)
 
 
+def test_an_output_never_overwrites_an_input_of_its_own_call():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    y_ref = ops.conv2d_forward(x, w, padding=1)  # outside the workspace: new arrays
+    z_ref = ops.conv2d_forward(y_ref, w, padding=1)
+    ws = ops.Workspace()
+    with ops.reusing(ws):
+        y = ops.conv2d_forward(x, w, padding=1)
+        ws.rewind()
+        z = ops.conv2d_forward(y, w, padding=1)  # position 0 again, which holds y
+        assert z is not y and not np.shares_memory(z, y)
+        np.testing.assert_array_equal(y, y_ref)  # the input is intact
+        np.testing.assert_array_equal(z, z_ref)
+        ws.rewind()
+        assert ops.conv2d_forward(x, w, padding=1) is z  # the new array took the position
+        # views of a workspace array count too (a reshape, a reversed slice)
+        ws.rewind()
+        a = ops.relu_forward(x)
+        ws.rewind()
+        b = ops.relu_forward(a.reshape(4, 1, 8, 8))
+        c = ops.relu_backward(x, a[:, :, ::-1])
+        assert not np.shares_memory(b, a) and not np.shares_memory(c, a)
+        relu_x = np.maximum(x, 0)
+        np.testing.assert_array_equal(a, relu_x)
+        np.testing.assert_array_equal(b, relu_x.reshape(4, 1, 8, 8))
+        np.testing.assert_array_equal(c, np.where(x > 0, relu_x[:, :, ::-1], 0))
+
+
 def test_workspace_is_per_thread():
     ws = ops.Workspace()
     x = np.ones((1, 1, 3, 3), np.float32)

@@ -9,6 +9,14 @@ Parameters live on one device. Layers built from NumPy weights run on the CPU;
 ``layer.to("cuda")`` moves them to the current CuPy device (and
 ``layer.to("cpu")`` back). Weights given to a constructor are copied as
 float32, so later changes to the caller's arrays do not reach the layer.
+Constructors check their hyper-parameters (stride, padding, groups, kernel
+size, LRN constants) with the checks of the ops and fail with the same
+messages, rather than at the first forward.
+
+One layer object may appear at several positions of a :class:`Sequential`
+(``Sequential([relu, conv, relu])``): its parameters are shared, and each
+position keeps its own backward state, so the gradient is that of the chain, as
+with a PyTorch module used twice.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from . import _backend, ops
-from .ops._dispatch import _int, _pair
+from .ops._core import conv2d_hyper, lrn_hyper, maxpool2d_hyper
 
 __all__ = ["Layer", "Conv2d", "ReLU", "MaxPool2d", "LRN", "Linear", "Sequential"]
 
@@ -60,7 +68,13 @@ def _move(a, device):
 
 
 class Layer:
-    """Base class: ``forward(x)`` then ``backward(dy)`` -> dx."""
+    """Base class: ``forward(x)`` then ``backward(dy)`` -> dx.
+
+    A subclass keeps everything its ``backward`` needs in ``self._cache`` (set by
+    ``forward``, read through ``self._cached()``): :class:`Sequential` saves and restores
+    that attribute to run one object at several positions. A subclass that keeps backward
+    state elsewhere overrides ``_save_state`` and ``_restore_state``.
+    """
 
     _params: tuple[str, ...] = ()
     # Keeps no op output across forward/backward passes, so that invert() may run it
@@ -85,6 +99,14 @@ class Layer:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward: run "
                                "forward(x) first (backward differentiates the last forward)")
         return self._cache
+
+    def _save_state(self):
+        """What ``backward`` needs from the last ``forward`` (see the class doc)."""
+        return self._cache
+
+    def _restore_state(self, state):
+        """Make ``backward`` differentiate the ``forward`` whose state this was."""
+        self._cache = state
 
     def to(self, device: str) -> "Layer":
         """Move the parameters to ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy); returns self."""
@@ -111,12 +133,11 @@ class Conv2d(Layer):
             raise ValueError(f"Conv2d bias has {self.bias.shape[0]} entries but weight has "
                              f"{self.weight.shape[0]} filters")
         self.stride, self.padding, self.groups = stride, padding, groups
-        # fail now rather than at the first forward
-        _pair(stride, "Conv2d", "stride"), _pair(padding, "Conv2d", "padding")
-        g = _int(groups, "Conv2d", "groups")
-        if g <= 0 or self.weight.shape[0] % g:
-            raise ValueError(f"Conv2d: groups={groups} must be positive and divide the "
-                             f"{self.weight.shape[0]} filters")
+        # fail now rather than at the first forward, with the op's messages
+        g = conv2d_hyper("Conv2d", stride, padding, groups)[-1]
+        if self.weight.shape[0] % g:
+            raise ValueError(f"Conv2d: groups={g} does not divide the {self.weight.shape[0]} "
+                             "filters of weight")
 
     def forward(self, x):
         y = ops.conv2d_forward(x, self.weight, self.bias, self.stride, self.padding, self.groups)
@@ -151,13 +172,7 @@ class MaxPool2d(Layer):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        k = _pair(kernel_size, "MaxPool2d", "kernel_size")
-        p = _pair(padding, "MaxPool2d", "padding")
-        if stride is not None:
-            _pair(stride, "MaxPool2d", "stride")
-        if min(k) <= 0 or min(p) < 0 or p[0] >= k[0] or p[1] >= k[1]:
-            raise ValueError(f"MaxPool2d: kernel_size must be positive and padding in "
-                             f"[0, kernel_size), got kernel_size={kernel_size}, padding={padding}")
+        maxpool2d_hyper("MaxPool2d", kernel_size, stride, padding)  # the op's checks, now
 
     def forward(self, x):
         y, argmax = ops.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)
@@ -179,6 +194,7 @@ class LRN(Layer):
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0):
         super().__init__()
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        lrn_hyper("LRN", size, alpha, beta, k)  # the op's checks, now
 
     def forward(self, x):
         y, scale = ops.lrn_forward(x, self.size, self.alpha, self.beta, self.k)
@@ -224,8 +240,13 @@ class Sequential(Layer):
 
     ``Sequential([a, b])`` names the layers "0", "1", ...;
     ``Sequential([("conv1", a), ("relu1", b)])`` or a mapping names them.
-    ``forward_to(x, name)`` stops after the named layer; the following
-    ``backward(dy)`` starts from that layer.
+    ``forward_to(x, layer)`` stops after a layer given by name or by position;
+    the following ``backward(dy)`` starts from that layer.
+
+    The same layer object may sit at several positions (``Sequential([relu, conv,
+    relu])``): forward keeps each position's backward state (``Layer._save_state``)
+    and backward restores it before that position runs, so the gradient is the
+    chain's, parameters are shared, and ``to(device)`` moves them once.
     """
 
     def __init__(self, layers: Iterable | Mapping):
@@ -246,7 +267,7 @@ class Sequential(Layer):
         if not named:
             raise ValueError("Sequential needs at least one layer")
         self._layers = named
-        self._stop = None  # number of layers the last forward ran
+        # self._cache (after a forward): the backward state of each position that ran
 
     @property
     def names(self) -> list[str]:
@@ -268,27 +289,42 @@ class Sequential(Layer):
             raise ValueError(f"no layer named {name!r}; the layers are: {', '.join(self._layers)}")
         return name
 
-    def index(self, name: str) -> int:
-        """Position of the named layer."""
-        return self.names.index(self._check_name(name))
+    def index(self, layer: str | int) -> int:
+        """Position (0-based) of a layer given by name, or by position (negative counts from
+        the end, as in a list)."""
+        if isinstance(layer, int) and not isinstance(layer, bool):
+            n = len(self._layers)
+            if not -n <= layer < n:
+                raise ValueError(f"layer position {layer} is out of range for {n} layers "
+                                 f"({', '.join(self._layers)})")
+            return layer % n
+        if not isinstance(layer, str):
+            raise TypeError(f"a layer is given by its name (a str) or its position (an int), "
+                            f"got {layer!r}; the layers are: {', '.join(self._layers)}")
+        return self.names.index(self._check_name(layer))
 
     def forward(self, x):
         return self._run(x, len(self._layers))
 
-    def forward_to(self, x, name: str):
-        """Run the layers up to and including ``name``; return that layer's output."""
-        return self._run(x, self.index(name) + 1)
+    def forward_to(self, x, layer: str | int):
+        """Run the layers up to and including ``layer`` (a name, or a position as in
+        :meth:`index`); return that layer's output."""
+        return self._run(x, self.index(layer) + 1)
 
     def _run(self, x, stop):
+        self._cache = None  # a forward that fails half-way leaves nothing to differentiate
+        states = []
         for layer in list(self._layers.values())[:stop]:
             x = layer.forward(x)
-        self._stop = stop
-        self._cache = True
+            states.append(layer._save_state())
+        self._cache = states
         return x
 
     def backward(self, dy):
-        self._cached()
-        for layer in reversed(list(self._layers.values())[: self._stop]):
+        states = self._cached()
+        layers = list(self._layers.values())[: len(states)]
+        for layer, state in zip(reversed(layers), reversed(states)):
+            layer._restore_state(state)
             dy = layer.backward(dy)
         return dy
 

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -26,6 +27,11 @@ using index_t = std::int64_t;
 
 namespace detail {
 inline std::string str(index_t v) { return std::to_string(v); }
+inline std::string str_real(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.6g", v);
+    return buf;
+}
 inline void require(bool ok, const std::string& msg) {
     if (!ok) throw std::invalid_argument(msg);
 }
@@ -47,6 +53,14 @@ inline void require_nchw(const char* op, index_t N, index_t C, index_t H, index_
 }
 inline void require_nonneg(index_t v, const char* op, const char* name) {
     require(v >= 0, std::string(op) + ": " + name + " must be non-negative, got " + str(v));
+}
+// size + 2 * pad (both >= 0), refusing a padding whose padded size does not fit in index_t
+// (signed overflow would be undefined behaviour, and wrap to a "valid" size).
+inline index_t padded_size(index_t size, index_t pad, const char* op, const char* axis) {
+    require(pad <= (std::numeric_limits<index_t>::max() - size) / 2,
+            std::string(op) + ": padding " + str(pad) + " is too large for an input " + axis +
+                " of " + str(size) + " (the padded size overflows 64-bit indexing)");
+    return size + 2 * pad;
 }
 }  // namespace detail
 
@@ -87,12 +101,13 @@ inline Conv2dParams make_conv2d_params(index_t N, index_t C, index_t H, index_t 
     require(weight_c == C / groups,
             "conv2d: weight.shape[1] must be C/groups = " + str(C / groups) + " (x has " + str(C) +
                 " channels, groups=" + str(groups) + "), got " + str(weight_c));
-    require(kh <= H + 2 * pad_h && kw <= W + 2 * pad_w,
-            "conv2d: kernel " + str(kh) + "x" + str(kw) + " is larger than the padded input " +
-                str(H + 2 * pad_h) + "x" + str(W + 2 * pad_w));
+    const index_t Hp = padded_size(H, pad_h, op, "height");
+    const index_t Wp = padded_size(W, pad_w, op, "width");
+    require(kh <= Hp && kw <= Wp, "conv2d: kernel " + str(kh) + "x" + str(kw) +
+                                      " is larger than the padded input " + str(Hp) + "x" + str(Wp));
     Conv2dParams p{N, C, H, W, K, kh, kw, stride_h, stride_w, pad_h, pad_w, groups, 0, 0};
-    p.Ho = (H + 2 * pad_h - kh) / stride_h + 1;
-    p.Wo = (W + 2 * pad_w - kw) / stride_w + 1;
+    p.Ho = (Hp - kh) / stride_h + 1;
+    p.Wo = (Wp - kw) / stride_w + 1;
     checked_mul(checked_mul(checked_mul(N, K, op), p.Ho, op), p.Wo, op);
     checked_mul(checked_mul(checked_mul(N, C, op), H, op), W, op);
     // im2col workspace of one group of one image
@@ -114,9 +129,13 @@ struct Pool2dParams {
 // only when p > 0, which leaves an empty last window when s > k (H=6, k=2,
 // s=3); we apply it always, as PyTorch does, so every window holds a cell.
 // The two rules agree whenever Caffe's windows are all non-empty.
+// Needs H >= 1, k >= 1, s >= 1, p >= 0, k <= H + 2p and H + 2p representable
+// (make_pool2d_params checks); written so that no intermediate overflows, even
+// for strides near 2^63.
 inline index_t caffe_pool_out(index_t H, index_t k, index_t s, index_t p) {
-    index_t o = (H + 2 * p - k + s - 1) / s + 1;
-    if ((o - 1) * s >= H + p) --o;
+    const index_t span = H + 2 * p - k;                // >= 0
+    index_t o = span / s + (span % s != 0) + 1;        // ceil(span / s) + 1
+    if (o - 1 > (H + p - 1) / s) --o;                  // (o - 1) * s >= H + p
     return o;
 }
 
@@ -133,9 +152,10 @@ inline Pool2dParams make_pool2d_params(index_t N, index_t C, index_t H, index_t 
     require_nonneg(pad_h, op, "padding");
     require_nonneg(pad_w, op, "padding");
     require(pad_h < kh && pad_w < kw, "max_pool2d: padding must be smaller than kernel_size");
-    require(kh <= H + 2 * pad_h && kw <= W + 2 * pad_w,
-            "max_pool2d: kernel " + str(kh) + "x" + str(kw) + " is larger than the padded input " +
-                str(H + 2 * pad_h) + "x" + str(W + 2 * pad_w));
+    const index_t Hp = padded_size(H, pad_h, op, "height");
+    const index_t Wp = padded_size(W, pad_w, op, "width");
+    require(kh <= Hp && kw <= Wp, "max_pool2d: kernel " + str(kh) + "x" + str(kw) +
+                                      " is larger than the padded input " + str(Hp) + "x" + str(Wp));
     Pool2dParams p{N, C, H, W, kh, kw, stride_h, stride_w, pad_h, pad_w, 0, 0};
     p.Ho = caffe_pool_out(H, kh, stride_h, pad_h);
     p.Wo = caffe_pool_out(W, kw, stride_w, pad_w);
@@ -161,8 +181,22 @@ inline LrnParams make_lrn_params(index_t N, index_t C, index_t H, index_t W, ind
             "lrn: alpha, beta and k must be finite");
     require(alpha >= 0.0, "lrn: alpha must be non-negative");
     require(k > 0.0, "lrn: k must be positive (the scale k + alpha/n*sum(x^2) must stay > 0)");
+    // The core computes in float32: the checks above must hold for the rounded values too
+    // (k = 1e-300 rounds to 0 and alpha = 1e300 to inf, and either turns every output into NaN).
+    // (compared in double first: converting a double beyond float's range is undefined)
+    const double fmax = std::numeric_limits<float>::max();
+    require(std::fabs(alpha) <= fmax && std::fabs(beta) <= fmax && k <= fmax,
+            "lrn: alpha, beta and k must be finite in float32 (|value| <= 3.4e38), the precision "
+            "the core computes in");
+    const float af = float(alpha), bf = float(beta), kf = float(k);
+    require(kf > 0.0f, "lrn: k must be positive in float32 (>= 1.4e-45), the precision the core "
+                       "computes in; got " + str_real(k) + ", which rounds to 0");
+    // the backward's coefficient 2 alpha beta / n (maths.h, lrn_backward_elem)
+    require(std::isfinite(2.0f * af * bf / float(size)),
+            "lrn: 2 * alpha * beta / size must be finite in float32, the precision the core "
+            "computes in");
     checked_mul(checked_mul(checked_mul(N, C, op), H, op), W, op);
-    return LrnParams{N, C, H, W, size, float(alpha), float(beta), float(k)};
+    return LrnParams{N, C, H, W, size, af, bf, kf};
 }
 
 // ---------------------------------------------------------------- linear

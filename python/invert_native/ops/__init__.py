@@ -9,18 +9,24 @@ Input rules, the same for every op:
 * Arrays must be ``numpy.ndarray`` or ``cupy.ndarray`` of dtype float32
   (``argmax``: int64); anything else raises ``TypeError``. Nothing is cast
   silently: convert with ``x.astype(np.float32)``.
-* All arrays of one call must live on the same device (all NumPy, or all CuPy
-  on one GPU): ``TypeError`` / ``ValueError`` otherwise.
+* All arrays of one call must live on the same device: NumPy and CuPy arrays
+  mixed in one call raise ``TypeError``; CuPy arrays on two different GPUs
+  raise ``ValueError``.
 * Non-contiguous arrays (slices, transposes, negative strides) are accepted
   and copied to a C-contiguous buffer first; the caller's arrays are never
   written to. Outputs are new arrays of the input's type (or, inside
   ``with reusing(workspace):``, arrays of a :class:`Workspace` reused from one pass
   of a loop to the next: how :func:`invert_native.invert` avoids allocating).
 * Wrong ranks, shapes that do not agree, ``groups`` that do not divide the
-  channels, kernels larger than the padded input and zero-size dimensions
-  raise ``ValueError`` naming the argument.
+  channels, kernels larger than the padded input, zero-size dimensions,
+  non-positive strides, negative padding and integers beyond int64 raise
+  ``ValueError`` naming the argument.
 * Values are not checked for NaN/Inf here (that would cost a pass over every
-  tensor); NaNs propagate. The public entry points that take user images check.
+  tensor). What a NaN does follows each op's arithmetic: conv2d, linear and LRN
+  spread it to every output that reads it; ReLU passes it through; max-pool
+  ignores it while its window holds a non-NaN value (a NaN never beats a
+  number) and returns NaN only for an all-NaN window (argmax: the window's
+  first cell). The public entry points that take user images check.
 
 CUDA work is launched on CuPy's current stream of the arrays' device and is
 not synchronised.

@@ -7,10 +7,29 @@ import numpy as np
 from ._dispatch import _Call, _check_shape, _cpu, _int, _native, _pair, _shape4
 
 # ---------------------------------------------------------------------- conv2d
-def _conv_shapes(op, x_shape, weight, stride, padding, groups):
+def conv2d_hyper(op, stride, padding, groups):
+    """Checked (stride_h, stride_w, pad_h, pad_w, groups), without an input.
+
+    The checks that need no input, shared by the ops and the layer constructors
+    (``invert_native.nn``) so that both fail with the same message; the op then
+    checks the shapes in the core.
+    """
     sh, sw = _pair(stride, op, "stride")
     ph, pw = _pair(padding, op, "padding")
     groups = _int(groups, op, "groups")
+    for v in (sh, sw):
+        if v <= 0:
+            raise ValueError(f"{op}: stride must be positive, got {v}")
+    for v in (ph, pw):
+        if v < 0:
+            raise ValueError(f"{op}: padding must be non-negative, got {v}")
+    if groups <= 0:
+        raise ValueError(f"{op}: groups must be positive, got {groups}")
+    return sh, sw, ph, pw, groups
+
+
+def _conv_shapes(op, x_shape, weight, stride, padding, groups):
+    sh, sw, ph, pw, groups = conv2d_hyper(op, stride, padding, groups)
     N, C, H, W = x_shape
     K, wc, kh, kw = weight.shape
     Ho, Wo = _native(op, _cpu.conv2d_params, N, C, H, W, K, wc, kh, kw, sh, sw, ph, pw, groups)
@@ -110,10 +129,29 @@ def relu_backward(x, dy):
 
 
 # ------------------------------------------------------------------- maxpool2d
-def _pool_shapes(op, x_shape, kernel_size, stride, padding):
+def maxpool2d_hyper(op, kernel_size, stride, padding):
+    """Checked (kh, kw, stride_h, stride_w, pad_h, pad_w), without an input (as conv2d_hyper)."""
     kh, kw = _pair(kernel_size, op, "kernel_size")
     sh, sw = _pair(kernel_size if stride is None else stride, op, "stride")
     ph, pw = _pair(padding, op, "padding")
+    for v in (kh, kw):
+        if v <= 0:
+            raise ValueError(f"{op}: kernel_size must be positive, got {v}")
+    for v in (sh, sw):
+        if v <= 0:
+            raise ValueError(f"{op}: stride must be positive, got {v}")
+    for v in (ph, pw):
+        if v < 0:
+            raise ValueError(f"{op}: padding must be non-negative, got {v}")
+    if ph >= kh or pw >= kw:
+        raise ValueError(f"{op}: padding must be smaller than kernel_size (padded cells never "
+                         f"win, so a window must reach the input), got padding={padding!r}, "
+                         f"kernel_size={kernel_size!r}")
+    return kh, kw, sh, sw, ph, pw
+
+
+def _pool_shapes(op, x_shape, kernel_size, stride, padding):
+    kh, kw, sh, sw, ph, pw = maxpool2d_hyper(op, kernel_size, stride, padding)
     N, C, H, W = x_shape
     Ho, Wo = _native(op, _cpu.pool2d_params, N, C, H, W, kh, kw, sh, sw, ph, pw)
     return (kh, kw, sh, sw, ph, pw), (N, C, Ho, Wo)
@@ -164,16 +202,24 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0)
 
 
 # ------------------------------------------------------------------------- LRN
-def _lrn_hyper(op, x_shape, size, alpha, beta, k):
+def lrn_hyper(op, size, alpha, beta, k, x_shape=(1, 1, 1, 1)):
+    """Checked (size, alpha, beta, k), by the core's own check (size odd, k > 0 and alpha >= 0,
+    all finite in float32); without an input (layer constructors) on a 1x1x1x1 one."""
     size = _int(size, op, "size")
     try:
         alpha, beta, k = float(alpha), float(beta), float(k)
     except (TypeError, ValueError):
         raise TypeError(f"{op}: alpha, beta and k must be numbers") from None
+    except OverflowError:  # an int beyond double's range
+        raise ValueError(f"{op}: alpha, beta and k must be finite") from None
     if not all(np.isfinite(v) for v in (alpha, beta, k)):
         raise ValueError(f"{op}: alpha, beta and k must be finite")
     _native(op, _cpu.lrn_params, *x_shape, size, alpha, beta, k)
     return size, alpha, beta, k
+
+
+def _lrn_hyper(op, x_shape, size, alpha, beta, k):
+    return lrn_hyper(op, size, alpha, beta, k, x_shape)
 
 
 def lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=1.0):

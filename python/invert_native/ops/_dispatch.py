@@ -20,6 +20,11 @@ class Workspace:
     previous pass are overwritten, so this suits loops whose passes keep nothing across
     passes, such as the iterations of :func:`invert_native.invert` (which uses it for
     representations whose ``reuses_outputs`` attribute is true: every built-in one).
+
+    An op never receives an output array that shares memory with one of its own inputs (say
+    ``z = conv2d_forward(y, ...)`` after a rewind, where ``y`` is the previous pass's array at
+    z's position): that position gets a new array, kept for the next pass, and the input is
+    left as it was.
     """
 
     def __init__(self):
@@ -35,14 +40,17 @@ class Workspace:
         """Bytes held by the workspace's arrays."""
         return sum(int(a.nbytes) for a in self._arrays)
 
-    def take(self, xp, shape, dtype, device=None):
+    def take(self, xp, shape, dtype, device=None, avoid=()):
+        """The next array of the pass: (shape, dtype) on ``device``, sharing no memory with
+        any array of ``avoid`` (the inputs of the op call that asks)."""
         shape, dtype = tuple(int(d) for d in shape), np.dtype(dtype)
         k = self._next
         self._next += 1
         if k < len(self._arrays):
             a = self._arrays[k]
             if (_backend.array_module(a) is xp and a.shape == shape and a.dtype == dtype
-                    and (device is None or a.device.id == device.id)):
+                    and (device is None or a.device.id == device.id)
+                    and not any(_may_share_memory(a, b) for b in avoid)):
                 return a
         a = _empty(xp, shape, dtype, device)
         if k < len(self._arrays):
@@ -66,6 +74,13 @@ def reusing(workspace: Workspace):
         _active.workspace = previous
 
 
+def _may_share_memory(a, b) -> bool:
+    """Whether a and b may overlap (a bounds check: cheap, and never misses an overlap)."""
+    if _backend.is_cupy(a) != _backend.is_cupy(b):
+        return False
+    return bool(_backend.array_module(a).may_share_memory(a, b))
+
+
 def _empty(xp, shape, dtype, device):
     """xp.empty on the given CuPy device (None: the current one, or the host)."""
     if device is None:
@@ -74,18 +89,19 @@ def _empty(xp, shape, dtype, device):
         return xp.empty(shape, dtype)
 
 
-def new_array(xp, shape, dtype=np.float32, device=None):
-    """An uninitialised array: from the active :class:`Workspace` if there is one."""
+def new_array(xp, shape, dtype=np.float32, device=None, avoid=()):
+    """An uninitialised array: from the active :class:`Workspace` if there is one (then never
+    one that shares memory with an array of ``avoid``)."""
     ws = getattr(_active, "workspace", None)
     if ws is not None:
-        return ws.take(xp, shape, dtype, device)
+        return ws.take(xp, shape, dtype, device, avoid)
     return _empty(xp, shape, dtype, device)
 
 
-def new_array_like(like, shape, dtype=np.float32):
+def new_array_like(like, shape, dtype=np.float32, avoid=()):
     """:func:`new_array` with the array module and device of the array ``like``."""
     device = like.device if _backend.is_cupy(like) else None
-    return new_array(_backend.array_module(like), shape, dtype, device)
+    return new_array(_backend.array_module(like), shape, dtype, device, avoid)
 
 
 class _Call:
@@ -112,6 +128,8 @@ class _Call:
         self.cuda = _backend.is_cupy(first)
         self.xp = _backend.array_module(first)
         self.device = first.device if self.cuda else None
+        # the caller's arrays, which no output may overwrite (see Workspace)
+        self.inputs = tuple(a for a in arrays.values() if a is not None)
 
     def array(self, name, a, ndim=None, dtype=np.float32, optional=False):
         """a as a C-contiguous array of the given dtype and rank (copied if not contiguous)."""
@@ -130,7 +148,8 @@ class _Call:
         return a
 
     def empty(self, shape, dtype=np.float32):
-        return new_array(self.xp, shape, dtype, self.device)
+        """An output (or scratch) array of this call; never one that overlaps an input."""
+        return new_array(self.xp, shape, dtype, self.device, self.inputs)
 
     def launch(self, name, *args):
         """Run the CUDA core's `name` on the arrays' device and CuPy's current stream."""
@@ -150,13 +169,22 @@ def _ptr(a):
     return a
 
 
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
 def _int(v, op, name):
+    """v as a Python int that fits the core's int64 sizes (TypeError / ValueError naming it)."""
     if isinstance(v, bool):
         raise TypeError(f"{op}: {name} must be an integer, got {v!r}")
     try:
-        return operator.index(v)
+        v = operator.index(v)
     except TypeError:
         raise TypeError(f"{op}: {name} must be an integer, got {v!r}") from None
+    # Without this pybind11 refuses the whole call with an "incompatible function arguments"
+    # TypeError that names no argument.
+    if not _INT64_MIN <= v <= _INT64_MAX:
+        raise ValueError(f"{op}: {name} = {v} is out of range (must fit in a signed 64-bit integer)")
+    return v
 
 
 def _pair(v, op, name):
