@@ -46,21 +46,27 @@ PYBIND11_MODULE(_cpu, m) {
               const auto p = make_conv2d_params(N, C, H, W, K, wc, kh, kw, sh, sw, ph, pw, groups);
               return py::make_tuple(p.Ho, p.Wo);
           },
-          "Validate conv2d shapes; return the output size (Ho, Wo).");
+          "Validate conv2d shapes; return the output size (Ho, Wo).", py::arg("N"), py::arg("C"),
+          py::arg("H"), py::arg("W"), py::arg("K"), py::arg("weight_c"), py::arg("kh"),
+          py::arg("kw"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+          py::arg("pad_w"), py::arg("groups"));
     m.def("pool2d_params",
           [](index_t N, index_t C, index_t H, index_t W, index_t kh, index_t kw, index_t sh,
              index_t sw, index_t ph, index_t pw) {
               const auto p = make_pool2d_params(N, C, H, W, kh, kw, sh, sw, ph, pw);
               return py::make_tuple(p.Ho, p.Wo);
           },
-          "Validate max-pool shapes; return the output size (Ho, Wo), Caffe's ceil mode.");
+          "Validate max-pool shapes; return the output size (Ho, Wo), Caffe's ceil mode.",
+          py::arg("N"), py::arg("C"), py::arg("H"), py::arg("W"), py::arg("kh"), py::arg("kw"),
+          py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
     m.def("lrn_params",
           [](index_t N, index_t C, index_t H, index_t W, index_t size, double alpha, double beta,
              double k) { make_lrn_params(N, C, H, W, size, alpha, beta, k); },
-          "Validate LRN parameters.");
+          "Validate LRN parameters.", py::arg("N"), py::arg("C"), py::arg("H"), py::arg("W"),
+          py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"));
     m.def("linear_params",
           [](index_t N, index_t I, index_t O, index_t wi) { make_linear_params(N, I, O, wi); },
-          "Validate linear shapes.");
+          "Validate linear shapes.", py::arg("N"), py::arg("I"), py::arg("O"), py::arg("weight_i"));
 
     // ------------------------------------------------------------ conv2d
     m.def("conv2d_forward",
@@ -79,7 +85,9 @@ PYBIND11_MODULE(_cpu, m) {
               py::gil_scoped_release nogil;
               conv2d_forward(p, cptr(x), cptr(w), bp, mptr(y));
           },
-          "y = conv2d(x, weight) + bias (internal).");
+          "y = conv2d(x, weight) + bias (internal).", py::arg("x"), py::arg("weight"),
+          py::arg("bias"), py::arg("y"), py::arg("stride_h"), py::arg("stride_w"),
+          py::arg("pad_h"), py::arg("pad_w"), py::arg("groups"));
     m.def("conv2d_backward",
           [](py::array dy, py::array w, py::array dx, index_t sh, index_t sw, index_t ph,
              index_t pw, index_t groups) {
@@ -90,7 +98,9 @@ PYBIND11_MODULE(_cpu, m) {
               py::gil_scoped_release nogil;
               conv2d_backward(p, cptr(dy), cptr(w), mptr(dx));
           },
-          "dx = gradient of conv2d w.r.t. its input (overwrites dx; internal).");
+          "dx = gradient of conv2d w.r.t. its input (overwrites dx; internal).", py::arg("dy"),
+          py::arg("weight"), py::arg("dx"), py::arg("stride_h"), py::arg("stride_w"),
+          py::arg("pad_h"), py::arg("pad_w"), py::arg("groups"));
 
     // -------------------------------------------------------------- ReLU
     m.def("relu_forward",
@@ -100,7 +110,7 @@ PYBIND11_MODULE(_cpu, m) {
               py::gil_scoped_release nogil;
               relu_forward(index_t(x.size()), cptr(x), mptr(y));
           },
-          "y = max(x, 0) (internal).");
+          "y = max(x, 0) (internal).", py::arg("x"), py::arg("y"));
     m.def("relu_backward",
           [](py::array x, py::array dy, py::array dx) {
               check(x, "x", int(x.ndim()));
@@ -109,7 +119,7 @@ PYBIND11_MODULE(_cpu, m) {
               py::gil_scoped_release nogil;
               relu_backward(index_t(x.size()), cptr(x), cptr(dy), mptr(dx));
           },
-          "dx = dy where x > 0, else 0 (internal).");
+          "dx = dy where x > 0, else 0 (internal).", py::arg("x"), py::arg("dy"), py::arg("dx"));
 
     // --------------------------------------------------------- maxpool2d
     m.def("maxpool2d_forward",
@@ -123,7 +133,9 @@ PYBIND11_MODULE(_cpu, m) {
               py::gil_scoped_release nogil;
               maxpool2d_forward(p, cptr(x), mptr(y), static_cast<index_t*>(argmax.mutable_data()));
           },
-          "Max-pool forward, recording the first maximum's index in its plane (internal).");
+          "Max-pool forward, recording the first maximum's index in its plane (internal).",
+          py::arg("x"), py::arg("y"), py::arg("argmax"), py::arg("kh"), py::arg("kw"),
+          py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
     m.def("maxpool2d_backward",
           [](py::array dy, py::array argmax, py::array dx, index_t kh, index_t kw, index_t sh,
              index_t sw, index_t ph, index_t pw) {
@@ -135,7 +147,9 @@ PYBIND11_MODULE(_cpu, m) {
               py::gil_scoped_release nogil;
               maxpool2d_backward(p, cptr(dy), static_cast<const index_t*>(argmax.data()), mptr(dx));
           },
-          "Max-pool backward: dy routed to the recorded argmax (overwrites dx; internal).");
+          "Max-pool backward: dy routed to the recorded argmax (overwrites dx; internal).",
+          py::arg("dy"), py::arg("argmax"), py::arg("dx"), py::arg("kh"), py::arg("kw"),
+          py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
 
     // --------------------------------------------------------------- LRN
     m.def("lrn_forward",
@@ -149,7 +163,9 @@ PYBIND11_MODULE(_cpu, m) {
               py::gil_scoped_release nogil;
               lrn_forward(p, cptr(x), mptr(y), mptr(scale));
           },
-          "Caffe cross-channel LRN forward; also writes the scale (internal).");
+          "Caffe cross-channel LRN forward; also writes the scale (internal).", py::arg("x"),
+          py::arg("y"), py::arg("scale"), py::arg("size"), py::arg("alpha"), py::arg("beta"),
+          py::arg("k"));
     m.def("lrn_backward",
           [](py::array x, py::array y, py::array scale, py::array dy, py::array dx, index_t size,
              double alpha, double beta, double k) {
@@ -163,7 +179,9 @@ PYBIND11_MODULE(_cpu, m) {
               py::gil_scoped_release nogil;
               lrn_backward(p, cptr(x), cptr(y), cptr(scale), cptr(dy), mptr(dx));
           },
-          "Caffe cross-channel LRN backward (overwrites dx; internal).");
+          "Caffe cross-channel LRN backward (overwrites dx; internal).", py::arg("x"),
+          py::arg("y"), py::arg("scale"), py::arg("dy"), py::arg("dx"), py::arg("size"),
+          py::arg("alpha"), py::arg("beta"), py::arg("k"));
 
     // ------------------------------------------------------------ linear
     m.def("linear_forward",
@@ -181,7 +199,8 @@ PYBIND11_MODULE(_cpu, m) {
               py::gil_scoped_release nogil;
               linear_forward(p, cptr(x), cptr(w), bp, mptr(y));
           },
-          "y = x @ weight.T + bias, x of shape (N, I) (internal).");
+          "y = x @ weight.T + bias, x of shape (N, I) (internal).", py::arg("x"),
+          py::arg("weight"), py::arg("bias"), py::arg("y"));
     m.def("linear_backward",
           [](py::array dy, py::array w, py::array dx) {
               check(dx, "dx", 2, {}, true);
@@ -191,11 +210,13 @@ PYBIND11_MODULE(_cpu, m) {
               py::gil_scoped_release nogil;
               linear_backward(p, cptr(dy), cptr(w), mptr(dx));
           },
-          "dx = dy @ weight (overwrites dx; internal).");
+          "dx = dy @ weight (overwrites dx; internal).", py::arg("dy"), py::arg("weight"),
+          py::arg("dx"));
 
     // ----------------------------------------------------------- threads
     m.def("set_num_threads", &set_num_threads,
-          "Threads of the CPU core; n <= 0 restores OMP_NUM_THREADS or the core count.");
+          "Threads of the CPU core; n <= 0 restores OMP_NUM_THREADS or the core count.",
+          py::arg("n"));
     m.def("get_num_threads", &get_num_threads, "Threads the CPU core uses.");
     m.def("sgemm_kernel", &sgemm_kernel_name,
           "The SGEMM micro-kernel chosen for this CPU at run time (e.g. 'avx512 12x32').");
