@@ -12,8 +12,12 @@ Reference libraries (torch, and cupy for the GPU tests) are imported through
 :func:`require`: a missing one skips the test, unless INVERT_NATIVE_REQUIRE_REFS=1
 (CI), where it fails the test instead.
 
-Tests marked ``gpu`` are skipped exactly when ``invert_native.cuda_available()``
-is false; the skip reason is its explanation.
+Tests marked ``gpu`` run when ``invert_native.cuda_available()`` is true. When it
+is false they are skipped only where no GPU exists; on a machine with a GPU (the
+CUDA core counts one, or, without the core, the NVIDIA driver shows one) they
+fail, with ``cuda_available()``'s reason, since a missing CuPy or an unbuilt
+CUDA core there would otherwise pass silently. ``CUDA_VISIBLE_DEVICES`` set to
+an empty string or -1 hides every GPU: the tests skip.
 
 Test modules import the helpers with ``from conftest import ...`` (pytest puts
 this folder on ``sys.path``, as it has no ``__init__.py``).
@@ -21,8 +25,11 @@ this folder on ``sys.path``, as it has no ``__init__.py``).
 
 from __future__ import annotations
 
+import glob
 import importlib
 import os
+import shutil
+import subprocess
 import zlib
 
 import numpy as np
@@ -105,11 +112,74 @@ def rng(request) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+# ------------------------------------------------------------------ GPU gate
+def core_device_count():
+    """Devices the CUDA core counts, or None when the core was not built (or fails to load)."""
+    try:
+        from invert_native import _cuda
+    except ImportError:
+        return None
+    return int(_cuda.device_count())
+
+
+def driver_gpus() -> str:
+    """A description of the NVIDIA GPUs the driver shows ("" when none): device nodes
+    /dev/nvidia<N>, else the GPUs ``nvidia-smi -L`` lists."""
+    nodes = sorted(p for p in glob.glob("/dev/nvidia*") if os.path.basename(p)[6:].isdigit())
+    if nodes:
+        return "device node(s) " + ", ".join(nodes)
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        gpus = [line for line in out.splitlines() if line.startswith("GPU ")]
+        if gpus:
+            return "nvidia-smi -L: " + "; ".join(gpus)
+    return ""
+
+
+def gpu_present() -> str:
+    """Why this machine has a GPU the tests should use ("" when it has none)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return ""  # the user hid every GPU on purpose
+    n = core_device_count()
+    if n:
+        return f"the CUDA core counts {n} device(s)"
+    # No core, or a core that sees nothing (a driver too old for its runtime, say):
+    # ask the driver itself.
+    return driver_gpus()
+
+
+def gpu_gate(status, present: str):
+    """What to do with a ``gpu`` test: ("run", ""), ("skip", why) or ("fail", why).
+
+    ``status`` is ``invert_native.cuda_available()``; ``present`` is :func:`gpu_present`.
+    """
+    if status:
+        return "run", ""
+    if present:
+        return "fail", (f"a GPU is present ({present}) but the GPU tests cannot run: {status}. "
+                        "Install CuPy / build the CUDA core, or hide the GPU with "
+                        "CUDA_VISIBLE_DEVICES=-1 to skip them.")
+    return "skip", f"no GPU: {status}"
+
+
+_gate = None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     # Runs before any fixture of the test, so GPU tests never reach a cupy import
     # on machines without a GPU.
+    global _gate
     if item.get_closest_marker("gpu") is not None:
-        status = invert_native.cuda_available()
-        if not status:
-            pytest.skip(str(status))
+        if _gate is None:  # decided once per session
+            status = invert_native.cuda_available()
+            _gate = gpu_gate(status, "" if status else gpu_present())
+        action, why = _gate
+        if action == "fail":
+            pytest.fail(why, pytrace=False)
+        if action == "skip":
+            pytest.skip(why)

@@ -5,9 +5,10 @@ Every test is marked ``gpu``: conftest skips them where
 device), before any fixture runs, so this module imports and collects without
 CuPy. CuPy itself is imported through the ``cp`` fixture.
 
-The parameter cases are those of the CPU tests (a representative subset, with
-the CaffeNet shapes); the CPU core is the reference, at the suite's tolerance
-(see conftest). Max-pool argmax must match exactly on tie-free inputs.
+The parameter cases are exactly those of the CPU tests (their lists, CaffeNet
+shapes included, imported from the CPU test modules), on fresh random inputs;
+the CPU core is the reference, at the suite's tolerance (see conftest).
+Max-pool argmax must match exactly on tie-free inputs.
 """
 
 from __future__ import annotations
@@ -16,19 +17,21 @@ import numpy as np
 import pytest
 
 from conftest import assert_close, f32, require
-from invert_native import ops
+from invert_native import nn, ops
+from test_conv2d import ALL as CONV
 from test_conv2d import CAFFENET as CONV_CAFFENET
 from test_conv2d import CASES as CONV_CASES
 from test_conv2d import make as make_conv
+from test_linear import CAFFENET as LINEAR_CAFFENET
 from test_linear import CAFFENET_LAYERS
-from test_linear import CASES as LINEAR_CASES
+from test_linear import CASES as LINEAR
 from test_linear import make as make_linear
-from test_lrn import CAFFENET as LRN_CAFFENET
+from test_lrn import ALL as LRN
 from test_lrn import CASES as LRN_CASES
 from test_lrn import make as make_lrn
-from test_maxpool2d import CAFFENET as POOL_CAFFENET
-from test_maxpool2d import CASES as POOL_CASES
+from test_maxpool2d import ALL as POOL
 from test_maxpool2d import distinct
+from test_relu import SHAPES as RELU_SHAPES
 from test_nn import make_chain, make_params, smooth_inputs
 
 pytestmark = pytest.mark.gpu
@@ -54,12 +57,6 @@ def ids(cases):
     return [c[0] for c in cases]
 
 
-CONV = [CONV_CASES[i] for i in (0, 1, 3, 4, 5, 6, 8, 10, 11, 12, 14, 15, 16)] + CONV_CAFFENET
-POOL = [POOL_CASES[i] for i in (0, 2, 3, 6, 7, 8, 11)] + POOL_CAFFENET
-LRN = [LRN_CASES[i] for i in (0, 1, 2, 4, 5, 7)] + LRN_CAFFENET
-LINEAR = LINEAR_CASES
-
-
 # -------------------------------------------------------------------- ops
 @pytest.mark.parametrize("case", CONV, ids=ids(CONV))
 def test_conv2d(cp, rng, case):
@@ -76,8 +73,7 @@ def test_conv2d(cp, rng, case):
     assert_close(dx_gpu, dx, what="dx (GPU vs CPU)")
 
 
-@pytest.mark.parametrize("shape", [(7,), (2, 3, 5, 7), (3, 13, 11, 9), (1, 96, 55, 55), (8, 4096)],
-                         ids=str)
+@pytest.mark.parametrize("shape", RELU_SHAPES, ids=str)
 def test_relu(cp, rng, shape):
     x = f32(rng.standard_normal(shape))
     x.flat[::7] = 0.0  # the kink: gradient 0 on both backends
@@ -153,8 +149,7 @@ def test_linear(cp, rng, case):
     assert_close(dx_gpu, ops.linear_backward(dy, w, x.shape), what="dx (GPU vs CPU)")
 
 
-@pytest.mark.parametrize("name", list(CAFFENET_LAYERS))
-@pytest.mark.parametrize("N", [1, 8])
+@pytest.mark.parametrize("name, N", LINEAR_CAFFENET, ids=[f"{n}-batch{b}" for n, b in LINEAR_CAFFENET])
 def test_linear_caffenet_shapes(cp, rng, name, N):
     shape, O = CAFFENET_LAYERS[name]
     I = int(np.prod(shape))
@@ -252,3 +247,37 @@ def test_sequential_on_cuda_matches_cpu(cp, rng):
     gpu_model.to("cpu")
     assert isinstance(gpu_model["conv1"].weight, np.ndarray)
     np.testing.assert_array_equal(gpu_model["fc"].weight, cpu_model["fc"].weight)
+
+
+def test_a_layer_used_twice_on_cuda_matches_cpu(cp, rng):
+    w = f32(rng.standard_normal((4, 4, 3, 3)) / 6)
+    b = f32(rng.standard_normal(4))
+
+    def model():
+        relu = nn.ReLU()
+        return nn.Sequential([relu, nn.Conv2d(w, b, padding=1), relu])
+
+    x = f32(rng.standard_normal((2, 4, 9, 7)))
+    cpu_model = model()
+    y = cpu_model.forward(x)
+    dy = f32(rng.standard_normal(y.shape))
+    dx = cpu_model.backward(dy)
+    gpu_model = model().to("cuda")
+    assert_close(gpu_model.forward(cp.asarray(x)), y, what="y (GPU vs CPU)")
+    assert_close(gpu_model.backward(cp.asarray(dy)), dx, what="dx (GPU vs CPU)")
+
+
+def test_workspace_never_hands_out_an_input_on_cuda(cp, rng):
+    x, w, _, _, _, _ = make_conv(rng, ("", 1, 4, 8, 8, 4, (3, 3), 1, 1, 1, False))
+    z_ref = ops.conv2d_forward(ops.conv2d_forward(x, w, padding=1), w, padding=1)
+    xg, wg = gpu(cp, x, w)
+    ws = ops.Workspace()
+    with ops.reusing(ws):
+        y = ops.conv2d_forward(xg, wg, padding=1)
+        ws.rewind()
+        z = ops.conv2d_forward(y, wg, padding=1)  # position 0 holds y
+        assert z is not y and not cp.shares_memory(z, y)
+        assert_close(z, z_ref, what="z")
+        ws.rewind()
+        assert ops.conv2d_forward(xg, wg, padding=1) is z
+    assert_close(ops.conv2d_forward(y, wg, padding=1), z_ref, what="y intact")
