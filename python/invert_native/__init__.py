@@ -12,6 +12,7 @@ Modules:
 """
 
 import os as _os
+import sys as _sys
 
 # OpenMP threads that spin while waiting (libgomp's default: up to 300 000
 # spins) make every parallel region stall when the machine has other work
@@ -23,6 +24,40 @@ import os as _os
 if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     _os.environ["GOMP_SPINCOUNT"] = "3000"
+
+
+
+def _require_cpu_features(cpuinfo: str = "/proc/cpuinfo") -> None:
+    """ImportError, before the CPU core loads, when this x86-64 CPU lacks AVX2 or FMA.
+
+    The wheel's CPU core is compiled for x86-64-v3 (AVX2 + FMA): without them its first op
+    would kill the process with SIGILL. Linux x86-64 only (reads the first ``flags`` line of
+    ``cpuinfo``); elsewhere, or when the file cannot be read, nothing is checked.
+    INVERT_NATIVE_SKIP_CPU_CHECK=1 skips the check, for a core built with
+    INVERT_NATIVE_NATIVE_ARCH=ON on this machine.
+    """
+    if _os.environ.get("INVERT_NATIVE_SKIP_CPU_CHECK") == "1":
+        return
+    if not _sys.platform.startswith("linux") or _os.uname().machine not in ("x86_64", "AMD64"):
+        return
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line for line in f if line.startswith("flags")), None)
+    except OSError:
+        return
+    if flags is None:
+        return
+    missing = [name for name in ("avx2", "fma") if name not in flags.split(":", 1)[-1].split()]
+    if missing:
+        raise ImportError(
+            f"invert_native: this CPU lacks {' and '.join(m.upper() for m in missing)}, which the "
+            "CPU core was compiled for (x86-64-v3: AVX2 + FMA); running it would crash the "
+            "process (illegal instruction). Build it for this machine from a source checkout: "
+            "pip install . -Ccmake.define.INVERT_NATIVE_NATIVE_ARCH=ON, and set "
+            "INVERT_NATIVE_SKIP_CPU_CHECK=1 to import that build.")
+
+
+_require_cpu_features()
 
 from . import nn, ops  # noqa: E402
 from ._backend import CudaStatus, cuda_available
