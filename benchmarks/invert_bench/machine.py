@@ -23,18 +23,39 @@ def _best_seconds(fn, repeats: int) -> float:
     return best
 
 
-def sgemm_gflops(n: int, repeats: int, torch_device: str = "cpu") -> dict:
-    """Best float32 n x n x n matmul rate of NumPy (its BLAS) and PyTorch, in GFLOP/s."""
+def _numpy_limiter(threads: int):
+    """A context limiting NumPy's BLAS to ``threads`` threads, or None when that cannot be
+    done: OpenBLAS ignores torch.set_num_threads and would otherwise use every core."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+def sgemm_gflops(n: int, repeats: int, torch_device: str = "cpu", threads: int = 1) -> dict:
+    """Best float32 n x n x n matmul rate, in GFLOP/s, on ``threads`` threads.
+
+    CPU: the better of PyTorch's ``torch.mm`` and NumPy's BLAS, the latter only when
+    threadpoolctl can hold it to ``threads`` (else it is left out, and ``numpy_skipped`` says
+    why); ``source`` names the library that gave the figure.
+    """
     import torch
 
     flop = 2.0 * n ** 3
-    out = {"n": n}
+    out = {"n": n, "threads": threads}
     if torch_device == "cpu":
         rng = np.random.default_rng(0)
         a = rng.standard_normal((n, n), dtype=np.float32)
         b = rng.standard_normal((n, n), dtype=np.float32)
-        a @ b  # warm-up: BLAS thread pool, page faults
-        out["numpy"] = flop / _best_seconds(lambda: a @ b, repeats) / 1e9
+        limiter = _numpy_limiter(threads)
+        if limiter is None:
+            out["numpy_skipped"] = (f"threadpoolctl is not installed, so NumPy's BLAS cannot be "
+                                    f"held to {threads} thread(s) (pip install threadpoolctl)")
+        else:
+            with limiter:
+                a @ b  # warm-up: BLAS thread pool, page faults
+                out["numpy"] = flop / _best_seconds(lambda: a @ b, repeats) / 1e9
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         torch.mm(ta, tb)
         out["torch"] = flop / _best_seconds(lambda: torch.mm(ta, tb), repeats) / 1e9
@@ -57,15 +78,18 @@ def sgemm_gflops(n: int, repeats: int, torch_device: str = "cpu") -> dict:
             out["torch"] = flop / best / 1e9
         finally:
             torch.backends.cuda.matmul.allow_tf32 = allow
-    out["gflops"] = max(v for k, v in out.items() if k in ("numpy", "torch"))
+    out["source"] = max((k for k in ("numpy", "torch") if k in out), key=out.get)
+    out["gflops"] = out[out["source"]]
     return out
 
 
 def memory_gbs(megabytes: int, repeats: int, torch_device: str = "cpu") -> dict:
-    """Read bandwidth: the best rate of summing a large float32 array, in GB/s (1e9 bytes).
+    """Read bandwidth: the best rate of summing a float32 array of ``megabytes`` MiB, in GB/s
+    (1e9 bytes).
 
-    NumPy's sum runs on one thread, PyTorch's on all of its threads; the best of the two is
-    kept. Arrays smaller than the last-level cache overstate the figure (``--quick`` does).
+    NumPy's sum runs on one thread, PyTorch's on its threads; the best of the two is kept.
+    An array that fits in the last-level cache overstates the figure (``--quick``'s does):
+    see :func:`bandwidth_megabytes`.
     """
     import torch
 
@@ -90,8 +114,66 @@ def memory_gbs(megabytes: int, repeats: int, torch_device: str = "cpu") -> dict:
             end.synchronize()
             best = min(best, start.elapsed_time(end) / 1e3)
         out["torch"] = 4.0 * n / best / 1e9
-    out["gbs"] = max(v for k, v in out.items() if k in ("numpy", "torch"))
+    out["source"] = max((k for k in ("numpy", "torch") if k in out), key=out.get)
+    out["gbs"] = out[out["source"]]
     return out
+
+
+def bandwidth_megabytes(caches: dict, quick: bool) -> tuple[int, str]:
+    """(MiB, why) of the bandwidth array: 1 GiB, or twice the L3 cache when that is larger
+    (a VM may report a cache of hundreds of MiB), at most a quarter of the free memory."""
+    if quick:
+        return 32, "--quick: small, so it may sit in cache and overstate the bandwidth"
+    l3 = caches.get("L3")
+    mib = 1024
+    why = "1 GiB"
+    if l3 and 2 * l3 > mib * (1 << 20):
+        mib = -(-2 * l3 // (1 << 20))
+        why = f"twice the {l3 / (1 << 20):.0f} MiB L3 cache"
+    free = _meminfo("MemAvailable")
+    if free and mib * (1 << 20) > free // 4:
+        mib = max(64, free // 4 // (1 << 20))
+        why += f", capped at a quarter of the free memory ({mib} MiB)"
+    return int(mib), why
+
+
+def cache_sizes() -> dict:
+    """Bytes of the CPU's data caches as the OS reports them: {"L1d": .., "L2": .., "L3": ..}."""
+    out = {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        entries = sorted(os.listdir(base))
+    except OSError:
+        entries = []
+    for e in entries:
+        d = os.path.join(base, e)
+        try:
+            with open(os.path.join(d, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(d, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(d, "size")) as f:
+                size = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if kind == "Instruction":
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+        try:
+            n = int(size.rstrip("KMG")) * mult
+        except ValueError:
+            continue
+        out["L1d" if level == 1 else f"L{level}"] = n
+    return out
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB" if n >= (1 << 20) else f"{n / (1 << 10):.0f} KiB"
+
+
+def caches_text(caches: dict) -> str:
+    """'L1d 48 KiB, L2 2 MiB, L3 480 MiB' (per core as the OS lists them for CPU 0)."""
+    return ", ".join(f"{k} {_size(v)}" for k, v in caches.items()) or "not reported"
 
 
 def _cpu_model() -> str:
@@ -128,15 +210,21 @@ def _hypervisor() -> str | None:
     return None
 
 
-def _memory_gib() -> float | None:
+def _meminfo(key: str) -> int | None:
+    """Bytes of one /proc/meminfo entry (e.g. MemTotal, MemAvailable), or None."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemTotal"):
-                    return int(line.split()[1]) / (1 << 20)
-    except OSError:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _memory_gib() -> float | None:
+    total = _meminfo("MemTotal")
+    return None if total is None else total / (1 << 30)
 
 
 def load_average() -> list[float] | None:
@@ -162,6 +250,7 @@ def describe(threads: int, device: str) -> dict:
         "cpu_flags": flags,
         "virtual": _hypervisor(),
         "memory_gib": _memory_gib(),
+        "caches": cache_sizes(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -187,6 +276,8 @@ def summary(d: dict) -> str:
         s += f", {d['virtual']}"
     if d.get("memory_gib"):
         s += f", {d['memory_gib']:.0f} GiB RAM"
+    if d.get("caches"):
+        s += f"; caches {caches_text(d['caches'])}"
     if d.get("gpu"):
         s += f"; GPU: {d['gpu']}"
     return s

@@ -1,9 +1,10 @@
 """The representations the benchmark inverts, built once for both sides.
 
-* CaffeNet: ``invert_native.CaffeNet.random(seed)`` when the package has it; otherwise the
-  same architecture built here from ``invert_native.nn`` layers with He-random weights
-  (PAPER.md's table). ``--quick`` builds a narrow CaffeNet (channels / 8, same spatial
-  shapes) so that CI stays fast. The PyTorch baseline gets the very same weight arrays.
+* CaffeNet: ``invert_native.CaffeNet.random(seed)`` (He-random, untrained), inverted
+  through its ``representation(layer)``, as a user would. ``--quick`` builds a narrow
+  CaffeNet (channels / 8, same spatial shapes) from ``invert_native.nn`` layers, wrapped in
+  the package's ``ConvNet`` so that it goes through the very same representation API. The
+  PyTorch baseline gets the very same weight arrays.
 * HOG, HOGb: ``invert_native.HOG`` (the paper's 27-dimensional UoCTTI HOG: no texture
   dims), hard and bilinear orientation binning.
 * DSIFT: ``invert_native.DSIFT.table1()`` (the paper's Table 1 network).
@@ -18,6 +19,7 @@ import numpy as np
 
 import invert_native as inv
 from invert_native import nn
+from invert_native.representations import ConvNet
 
 # CaffeNet, as PAPER.md's table: name, kind, arguments
 CAFFENET_LAYERS = [
@@ -84,50 +86,44 @@ def build_caffenet(seed: int = 0, width: float = 1.0) -> list[tuple[str, nn.Laye
     return layers
 
 
-def _walk(net) -> list[tuple[str, nn.Layer]] | None:
-    """The (name, layer) list of a package CaffeNet, if it exposes one we can read."""
-    for cand in (net, getattr(net, "net", None), getattr(net, "layers", None),
-                 getattr(net, "sequential", None)):
-        if isinstance(cand, nn.Sequential):
-            named = list(cand)
-            if [n for n, _ in named][:20] == CAFFENET_NAMES:
-                return named[:20]
-    return None
+class NarrowCaffeNet(ConvNet):
+    """``--quick``'s CaffeNet: the package's network class over benchmark-built layers, with
+    CaffeNet's per-layer lambdas, so that quick runs use the full run's code path."""
+
+    paper_lambdas_of = inv.CaffeNet.paper_lambdas_of
+
+    def __init__(self, layers, source):
+        super().__init__(layers, input_shape=(3, 227, 227), trained=False, source=source)
 
 
 class CaffeNetModel:
-    """The 20 layers (ours), where they came from, and a representation per target layer."""
+    """The package's CaffeNet (narrow in ``--quick``), its 20 (name, layer) pairs, where the
+    weights came from, and a representation per target layer.
+
+    No fallback: an API change in the package fails here, loudly, rather than timing
+    something else than what users run.
+    """
 
     def __init__(self, quick: bool, seed: int = 0):
-        self.package_net, named, self.source = None, None, None
-        caffe_cls = getattr(inv, "CaffeNet", None)
-        if caffe_cls is not None and not quick:
-            try:
-                net = caffe_cls.random(seed)
-                named = _walk(net)
-                if named is not None:
-                    self.package_net = net
-                    self.source = "invert_native.CaffeNet.random (He-random, untrained)"
-            except Exception as exc:  # an API still being built: fall back, say so
-                self.source_error = f"{type(exc).__name__}: {exc}"
-        if named is None:
-            width = 0.125 if quick else 1.0
-            named = build_caffenet(seed, width)
-            self.source = ("benchmark-built CaffeNet from invert_native.nn, He-random weights"
-                           + (", channels / 8 (--quick)" if quick else ""))
-        self.layers = named
+        if quick:
+            self.source = ("invert_native.ConvNet over a benchmark-built CaffeNet, He-random "
+                           "weights, channels / 8 (--quick)")
+            self.net = NarrowCaffeNet(build_caffenet(seed, 0.125), self.source)
+        else:
+            self.net = inv.CaffeNet.random(seed)
+            self.source = "invert_native.CaffeNet.random (He-random, untrained)"
+        self.layers = list(self.net)
+        names = [n for n, _ in self.layers]
+        if names != CAFFENET_NAMES:
+            raise RuntimeError(f"the package's CaffeNet has layers {names}, the benchmark "
+                               f"expects {CAFFENET_NAMES}")
 
     def upto(self, layer: str) -> list[tuple[str, nn.Layer]]:
         return self.layers[: CAFFENET_NAMES.index(layer) + 1]
 
     def representation(self, layer: str):
-        """Ours: the package's representation object when it has one, else a Sequential."""
-        if self.package_net is not None and hasattr(self.package_net, "representation"):
-            try:
-                return self.package_net.representation(layer)
-            except Exception:
-                pass
-        return nn.Sequential(self.upto(layer))
+        """Ours: the network's representation of ``layer`` (what invert() takes)."""
+        return self.net.representation(layer)
 
     def to(self, device: str):
         for _, layer in self.layers:

@@ -4,13 +4,20 @@ Markdown file (the tables), written side by side into the output folder.
 Files: ``bench-<device>[-quick].json`` and ``.md``, overwritten by the next run of the same
 kind, plus (full runs only) a time-stamped copy of the JSON
 (``bench-<device>-<YYYYmmdd-HHMMSS>.json``) so that runs can be compared over time.
+
+The JSON is strict (no NaN or Infinity, which many readers refuse): a value that is not
+finite (a side that diverged or returned NaN) is written as null, and ``non_finite`` lists
+where each one was and what it was.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
+
+import numpy as np
 
 from . import machine
 
@@ -39,12 +46,21 @@ def _rate(r):
     return f"{r['value']:.3g} {r['unit']} ({100 * r['fraction']:.0f}%)"
 
 
+def _num(v, fmt) -> str:
+    return "–" if v is None else format(v, fmt)
+
+
 def _diff(row):
     d = row.get("max_rel_diff")
     if not d:
         return "–"
-    # the table shows the max differences; the L2 ones are in the JSON
-    return " / ".join(f"{v:.0e}" for k, v in d.items() if not k.endswith("_l2"))
+    # the table shows the max differences; the L2 ones and the 10-step checks are in the JSON
+    return " / ".join(_num(v, ".0e") for k, v in d.items()
+                      if not k.endswith("_l2") and not k.startswith("steps_"))
+
+
+def _tols(row):
+    return " / ".join(_num(v, ".0e") for v in (row.get("tolerance") or {}).values())
 
 
 def _ratio(row):
@@ -54,8 +70,33 @@ def _ratio(row):
 
 
 def _not_timed(row):
-    why = row.get("error") or ("results differ: " + _diff(row))
+    if row.get("error"):
+        why = row["error"]
+    else:  # name the checks that failed, the steps checks included
+        d, t = row.get("max_rel_diff") or {}, row.get("tolerance") or {}
+        bad = [f"{k} {_num(v, '.0e')} > {t[k]:.0e}" for k, v in d.items()
+               if not (v is not None and v <= t[k])]
+        why = "results differ: " + ", ".join(bad)
     return f"not timed ({why})"
+
+
+def _sgemm_text(sg) -> str:
+    names = {"numpy": "NumPy's BLAS", "torch": "PyTorch's torch.mm"}
+    txt = f"SGEMM {sg['gflops']:.0f} GFLOP/s ({names[sg['source']]}, n = {sg['n']}"
+    other = [f"{names[k]} {sg[k]:.0f}" for k in ("numpy", "torch")
+             if k in sg and k != sg["source"]]
+    if other:
+        txt += f"; {', '.join(other)}"
+    if sg.get("numpy_skipped"):
+        txt += f"; NumPy left out: {sg['numpy_skipped']}"
+    return txt + ")"
+
+
+def _memory_text(mem) -> str:
+    txt = f"memory read {mem['gbs']:.1f} GB/s (sum of a {mem['megabytes']} MiB array"
+    if mem.get("why"):
+        txt += f": {mem['why']}"
+    return txt + ")"
 
 
 def markdown(result: dict) -> str:
@@ -65,15 +106,15 @@ def markdown(result: dict) -> str:
     lines = [
         f"### invert_native vs PyTorch — {result['machine']['device'].upper()}"
         + (" (quick mode: tiny sizes, few repetitions; not a measurement)"
-           if result["quick"] else ""),
+           if result["quick"] else "")
+        + (" — INTERRUPTED" if result.get("interrupted") else ""),
         "",
         f"- Machine: {machine.summary(m)}; {m['threads']} thread(s) for both libraries "
         f"(`torch.set_num_threads`, `invert_native.set_num_threads`); OpenMP waits, shared by "
         f"both (one libgomp per process): {_waits(m)}.",
-        f"- Measured by the benchmark: SGEMM {sg['gflops']:.0f} GFLOP/s (best of NumPy "
-        + (f"{sg['numpy']:.0f}, " if "numpy" in sg else "")
-        + f"PyTorch {sg['torch']:.0f}; n = {sg['n']}), memory read {mem['gbs']:.1f} GB/s "
-        f"(sum of a {mem['megabytes']} MiB array).",
+        f"- Measured by the benchmark on {sg.get('threads', m['threads'])} thread(s): "
+        f"{_sgemm_text(sg)}, {_memory_text(mem)}; ops whose tensors fit in the caches "
+        "named above can pass 100 % of the memory figure.",
         f"- Software: invert_native {m['invert_native']}, PyTorch {m['torch']} "
         f"(CPU capability {m.get('torch_cpu_capability')}), NumPy {m['numpy']}, Python "
         f"{m['python']}, {m['os']}.",
@@ -83,10 +124,18 @@ def markdown(result: dict) -> str:
         "- Times are medians of runs alternating ours / PyTorch after warm-up, ± half the "
         "interquartile range; **ratio = ours / PyTorch (< 1: we are faster)**; rates in "
         "parentheses are fractions of the measured SGEMM rate (GFLOP/s) or memory bandwidth "
-        "(GB/s of the bytes the op must read and write; tensors that stay in cache can pass "
+        "(GB/s of the bytes the ops must read and write; tensors that stay in cache can pass "
         "100%); *max rel diff* = max|ours − PyTorch| / max|PyTorch| of each result, checked "
-        "before timing (gradients also by their relative L2 difference, in the JSON).",
+        "before timing (gradients also by their relative L2 difference, in the JSON; "
+        "per-iteration rows also by a 10-iteration run of invert() through a rate change, "
+        "whole runs by their objective histories). benchmarks/README.md says how each "
+        "rate and check is computed.",
     ]
+    if result.get("interrupted"):
+        lines.append("- **Interrupted (Ctrl-C)**: the run stopped early; only the rows "
+                     "finished before it are shown.")
+    if result.get("non_finite"):
+        lines.append(f"- Not finite (null in the JSON): {', '.join(result['non_finite'])}.")
     cont = [r["contention"] for r in result["rows"] if r.get("contention") is not None]
     if cont:
         lines.append(f"- Other processes' CPU use while rows were measured (from /proc/stat): at "
@@ -136,25 +185,71 @@ def markdown(result: dict) -> str:
     whole = [r for r in rows if r["section"] == "whole_run"]
     if whole:
         lines += ["", "#### Whole runs (wall time of one inversion)", "",
-                  "| run | iterations | ours (s) | PyTorch (s) | ratio of medians | "
-                  "final E ours / PyTorch | feature error ours / PyTorch |",
-                  "|---|---:|---:|---:|---:|---|---|"]
+                  "| run | iterations | ours (s) | PyTorch (s) | ratio of medians | ours rate | "
+                  "PyTorch rate | final E ours / PyTorch | feature error ours / PyTorch | "
+                  "rel diff (first 10 E / final E) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
         for r in whole:
-            if r["status"] != "ok":
-                lines.append(f"| {r['name']} | – | {_not_timed(r)} |||||")
+            if "ours" not in r:  # failed before it was timed
+                lines.append(f"| {r['name']} | – | {_not_timed(r)} ||||||||")
                 continue
             fe, ee = r["final_objective"], r["feature_error"]
+            check = _diff(r) if r["status"] == "ok" else \
+                f"**not validated**: {_diff(r)} (tolerance {_tols(r)})"
             lines.append(f"| {r['name']} | {r['iterations']} | {_s(r['ours'])} | "
-                         f"{_s(r['torch'])} | {_ratio(r)} | {fe['ours']:.4g} / {fe['torch']:.4g} | "
-                         f"{ee['ours']:.3f} / {ee['torch']:.3f} |")
+                         f"{_s(r['torch'])} | {_ratio(r)} | {_rate(r.get('ours_rate'))} | "
+                         f"{_rate(r.get('torch_rate'))} | {_num(fe['ours'], '.4g')} / "
+                         f"{_num(fe['torch'], '.4g')} | {_num(ee['ours'], '.3f')} / "
+                         f"{_num(ee['torch'], '.3f')} | {check} |")
     return "\n".join(lines) + "\n"
 
 
+def prepare_out(out_dir: str) -> str | None:
+    """Create the output folder; None, or why it cannot hold the report (one line)."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except FileExistsError:
+        return f"--out {out_dir}: a file is in the way (give a folder)"
+    except OSError as exc:
+        return f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})"
+    if not os.path.isdir(out_dir):
+        return f"--out {out_dir}: not a folder"
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        return f"--out {out_dir}: the folder is not writable"
+    return None
+
+
+def strict(value, where="", found=None):
+    """``value`` with every non-finite float replaced by None; ``found`` collects
+    'where: value' of each."""
+    if isinstance(value, dict):
+        return {k: strict(v, f"{where}.{k}" if where else str(k), found)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    try:
+        f = float(value)  # NumPy scalars too
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isfinite(f):
+        return int(value) if isinstance(value, np.integer) else f
+    if found is not None:
+        found.append(f"{where}: {f}")
+    return None
+
+
 def write(result: dict, out_dir: str) -> list[str]:
+    """Write the JSON (strict: see the module doc) and the Markdown; returns the paths."""
+    found = []
+    clean = strict(result, "", found)
+    if found:
+        clean["non_finite"] = result["non_finite"] = found
     os.makedirs(out_dir, exist_ok=True)
     stem = f"bench-{result['machine']['device']}" + ("-quick" if result["quick"] else "")
     paths = []
-    text = json.dumps(result, indent=1, default=float)
+    text = json.dumps(clean, indent=1, allow_nan=False)
     names = [f"{stem}.json"]
     if not result["quick"]:
         names.append(f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.localtime())}.json")
@@ -165,6 +260,6 @@ def write(result: dict, out_dir: str) -> list[str]:
         paths.append(path)
     path = os.path.join(out_dir, f"{stem}.md")
     with open(path, "w") as f:
-        f.write(markdown(result))
+        f.write(markdown(clean))
     paths.append(path)
     return paths

@@ -2,7 +2,10 @@
 
 Every row validates before it times: both sides compute the row's result from the same input
 and the maximum relative difference (max|ours - torch| / max|torch|) must be within the
-row's tolerance, else the row is reported as not timed.
+row's tolerance, else the row is reported as not timed. Per-iteration rows also run ten
+iterations of ``invert()`` against the PyTorch loop (the update and its momentum reset are
+what a single iteration from zero velocity cannot show); whole runs compare their objective
+histories. Any row that fails makes the exit status 1.
 """
 
 from __future__ import annotations
@@ -32,6 +35,36 @@ from .timing import Settings, clocks, max_rel_diff, measure
 TOL_VALUE = 1e-4
 TOL_GRAD = 1e-2
 TOL_GRAD_L2 = 1e-3
+
+# The steps check of a per-iteration row: STEP_ITERATIONS iterations at each of the
+# schedule's first two rates (momentum, then its reset), invert() against the PyTorch loop,
+# from the same starts; the objective at every iteration (max over iterations and restarts
+# of |E_ours - E_torch| / E_torch) and the final x (relative L2). Measured (seed 0, batches
+# 1, 2, 8): HOG, HOGb, DSIFT, conv1 agree to E 3e-6, x 5e-4; deeper CaffeNet targets
+# diverge faster, as ReLU inputs within rounding of 0 switch on one side only and max-pool
+# windows pick another argmax: 227 x 227 CaffeNet E <= 7e-5, x <= 6e-3; --quick's narrow
+# CaffeNet (512-wide fc6/fc7) E <= 2e-4, x <= 3.5e-2 (relu7, batch 2). Injected update bugs
+# move both far more: momentum 0.5 instead of 0.9, or no reset at the rate change, give
+# E >= 0.16 and x >= 0.12 at every row. E is the sharp test; x has a loose bound.
+STEP_ITERATIONS = 5
+TOL_STEPS_E = 1e-3
+TOL_STEPS_X_L2 = 5e-2
+# Whole runs: the objective of the first WHOLE_FIRST iterations must agree as the steps
+# check's; the final one loosely: hundreds of iterations of momentum descent amplify those
+# rounding differences (HOG's hard orientation bins flip too) until the two runs follow
+# different paths to equally good minima (final x differ by 20-40 % in L2). Measured at
+# 227 x 227, paper defaults, seeds 0-2: the first 10 iterations agree to 2e-5; the final E
+# of HOG differs by 5e-3 to 9e-3 (1.9e-2 in an earlier run), HOGb's by 4e-3, CaffeNet
+# mpool5's by 6e-3 to 1.2e-2. An update bug moves the first 10 by >= 0.16.
+WHOLE_FIRST = 10
+TOL_WHOLE_FIRST = 1e-3
+TOL_WHOLE_FINAL = 5e-2
+
+MOMENTUM = 0.9
+# Linear layers at a batch up to this many rows do 2 * batch FLOPs per 4-byte weight (<= 8
+# FLOP/byte), less than a CPU's SGEMM rate over its bandwidth (about 10 to 50): reading the
+# weights sets their speed, so their rows give GB/s of the bytes they move.
+LINEAR_MEMORY_BOUND_BATCH = 16
 
 # A row measured while other processes used more than this many cores is measured again
 # (at most RETRIES more times, after a pause) and the least disturbed measurement is kept;
@@ -157,17 +190,25 @@ def timed_row(ctx, section, name, info, validate, ours_fn, torch_fn, work=None, 
 
 
 # ---------------------------------------------------------------- per op
-def _layer_work(layer, x_shape, y_shape):
-    """(amount, kind) of one layer's forward: FLOPs for conv/linear, bytes moved otherwise."""
+def _layer_work(layer, x, y):
+    """(forward, backward, kind) work of a conv/linear layer: FLOPs (2 per multiply-add, the
+    backward-to-input as many as the forward), or for a linear layer at a small batch the
+    bytes it must move (weights, bias, input and output; backward: weights, dy and dx);
+    (None, None, None) for other layers."""
     from invert_native import nn
 
-    n_in, n_out = math.prod(x_shape), math.prod(y_shape)
     if isinstance(layer, nn.Conv2d):
         K, cg, kh, kw = layer.weight.shape
-        return 2.0 * n_out * cg * kh * kw, "flop"
+        flops = 2.0 * math.prod(y.shape) * cg * kh * kw
+        return flops, flops, "flop"
     if isinstance(layer, nn.Linear):
-        return 2.0 * x_shape[0] * layer.weight.shape[0] * layer.weight.shape[1], "flop"
-    return None, None
+        if x.shape[0] <= LINEAR_MEMORY_BOUND_BATCH:
+            w = layer.weight.nbytes + (layer.bias.nbytes if layer.bias is not None else 0)
+            return (float(w + x.nbytes + y.nbytes), float(layer.weight.nbytes + y.nbytes
+                                                          + x.nbytes), "byte")
+        flops = 2.0 * x.shape[0] * layer.weight.shape[0] * layer.weight.shape[1]
+        return flops, flops, "flop"
+    return None, None, None
 
 
 def _op_bytes(kind, n_in, n_out):
@@ -194,9 +235,8 @@ def stage_rows(ctx, group, named, ours_layers, torch_stages, x, tol_fwd=TOL_VALU
             dy_host = np.random.default_rng(1).standard_normal(tuple(y.shape)).astype(np.float32)
             dy, dyt = _ours(ctx, dy_host), _torch(ctx, dy_host)
             shape = "x".join(str(s) for s in x.shape)
-            work, kind = _layer_work(layer, tuple(x.shape), tuple(y.shape))
-            fwd_work = bwd_work = work
-            if work is None and bytes_of is not None:
+            fwd_work, bwd_work, kind = _layer_work(layer, x, y)
+            if kind is None and bytes_of is not None:
                 fwd_work, bwd_work = bytes_of(name, layer, x, y)
                 kind = "byte"
 
@@ -299,15 +339,39 @@ def per_op(ctx, cnn):
         ctx.say(f"per-op rows: {rep_name}")
         trep = make_torch((size, size), ctx.device)
         layers = list(ours_rep)
-
-        def shallow_bytes(name, layer, xin, y):
-            # the op's arguments and results: its input and output (and, in forward, what it
-            # keeps for backward, here approximated by the output)
-            b_in, b_out = xin.nbytes, y.nbytes
-            return b_in + 2 * b_out, 2 * b_in + b_out
-
         stage_rows(ctx, rep_name, [n for n, _ in layers], layers, trep.chain.stages,
                    _ours(ctx, img), bytes_of=shallow_bytes)
+
+
+def shallow_bytes(name, layer, xin, y):
+    """(forward, backward) bytes of a HOG/DSIFT op: its arguments and results. Forward reads
+    x and writes y plus what it keeps for backward (counted as one more y); backward reads x
+    and dy and writes dx."""
+    b_in, b_out = xin.nbytes, y.nbytes
+    return b_in + 2 * b_out, 2 * b_in + b_out
+
+
+# Image-sized arrays one iteration reads or writes outside the representation: sigma * x
+# (read x, write), alpha-norm and TV value+gradient (2 each, as their per-op rows count
+# them), the two gradient sums (3 each), the momentum update (velocity *= m: 2, grad *= rate:
+# 2, velocity -= grad: 3, x += velocity: 3). Code-sized ones: the residual Phi - Phi0 (3)
+# and its squared sum with its gradient (2).
+IMAGE_ARRAYS_PER_ITERATION = 2 + 2 + 2 + 3 + 3 + 2 + 2 + 3 + 3
+CODE_ARRAYS_PER_ITERATION = 3 + 2
+
+
+def iteration_bytes(rep, x):
+    """Bytes one iteration's ops must read and write for the shallow representation ``rep``
+    (a chain of ops) and a batch ``x``: every op's forward and backward (as their per-op
+    rows), plus the data term, regularisers and update. A lower bound on the traffic."""
+    total, y = 0, x
+    for name, layer in rep:
+        out = layer.forward(y)
+        f, b = shallow_bytes(name, layer, y, out)
+        total += f + b
+        y = out
+    return float(total + CODE_ARRAYS_PER_ITERATION * y.nbytes
+                 + IMAGE_ARRAYS_PER_ITERATION * x.nbytes)
 
 
 # ----------------------------------------------------------- per iteration
@@ -367,9 +431,49 @@ def cnn_fallback(layer):
     return lambda sigma: (2.16e8, caffenet_lambda_tv(layer))
 
 
-def iteration_row(ctx, label, info, ours_rep, torch_rep, image, batch, fallback, flops=None):
+def _steps_schedule(schedule):
+    """STEP_ITERATIONS iterations at each of the schedule's first two rates (the momentum
+    reset between them), or twice as many at its one rate."""
+    rates = [r for r, _ in schedule][:2]
+    if len(rates) < 2:
+        return [(rates[0], 2 * STEP_ITERATIONS)]
+    return [(r, STEP_ITERATIONS) for r in rates]
+
+
+def _rel_each(ours, ref):
+    """max over elements of |ours - ref| / |ref| (objective values: all > 0); inf on NaN."""
+    a, b = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"cannot compare histories of shapes {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("inf")
+    return float((np.abs(a - b) / np.maximum(np.abs(b), np.finfo(np.float64).tiny)).max())
+
+
+def steps_check(ctx, ours_rep, target, tobj, image_shape, sigma, la, lambda_tv, schedule,
+                batch):
+    """invert() against the PyTorch loop for a few iterations from the same starts: the
+    objective at every iteration and the final x. Returns (diffs, tolerances)."""
+    import invert_native as inv
+
+    from . import torch_baseline as tb
+
+    H, W, C = image_shape
+    steps = _steps_schedule(schedule)
+    res = inv.invert(ours_rep, target, image_shape=image_shape, sigma=sigma, lambda_alpha=la,
+                     lambda_tv=lambda_tv, learning_rate=steps, momentum=MOMENTUM,
+                     restarts=batch, seed=0)
+    xt, hist = tb.invert(tobj, _torch(ctx, _start(batch, (C, H, W))), steps, MOMENTUM)
+    x_ours, x_torch = _host(res.x), _host(xt)
+    d = grad_diffs("steps_x", x_ours, x_torch)[0]
+    return ({"steps_E": _rel_each(res.objective, _host(hist)), "steps_x_l2": d["steps_x_l2"]},
+            {"steps_E": TOL_STEPS_E, "steps_x_l2": TOL_STEPS_X_L2})
+
+
+def iteration_row(ctx, label, info, ours_rep, torch_rep, image, batch, fallback, work=None,
+                  kind=None):
     """Per-iteration row: E, dE/dx, update at the schedule's first rate; both sides from the
-    same start."""
+    same start. Validated by one evaluation and by :func:`steps_check`."""
     import torch
     from invert_native.invert import CNN_SCHEDULE, _Objective
 
@@ -377,8 +481,9 @@ def iteration_row(ctx, label, info, ours_rep, torch_rep, image, batch, fallback,
 
     N, C, H, W = image.shape
     sigma, la, lambda_tv, schedule = paper_settings(ours_rep, (H, W, C), fallback, CNN_SCHEDULE)
-    rate, momentum = schedule[0][0], 0.9
-    info = {**info, "sigma": sigma, "lambda_alpha": la, "lambda_tv": lambda_tv, "rate": rate}
+    rate, momentum = schedule[0][0], MOMENTUM
+    info = {**info, "sigma": sigma, "lambda_alpha": la, "lambda_tv": lambda_tv, "rate": rate,
+            "steps_check": _steps_schedule(schedule)}
     target = ours_rep.forward(_ours(ctx, image))[0].copy()
     target_t = torch_rep(_torch(ctx, image))[0].detach().clone()
     x0 = _start(batch, (C, H, W))
@@ -394,8 +499,10 @@ def iteration_row(ctx, label, info, ours_rep, torch_rep, image, batch, fallback,
         terms, grad = obj.evaluate(x)
         tterms, tgrad = tobj.evaluate(xt)
         d, t = grad_diffs("grad", grad, tgrad)
-        return ({"target": t_ours, "E": max_rel_diff(_host(terms[0]), _host(tterms[0])), **d},
-                {"target": TOL_VALUE, "E": TOL_VALUE, **t})
+        sd, st = steps_check(ctx, ours_rep, target, tobj, (H, W, C), sigma, la, lambda_tv,
+                             schedule, batch)
+        return ({"target": t_ours, "E": max_rel_diff(_host(terms[0]), _host(tterms[0])), **d,
+                 **sd}, {"target": TOL_VALUE, "E": TOL_VALUE, **t, **st})
 
     # Every timed iteration starts from the same x0 and velocity (restored untimed): the
     # same work each time, and a fixed rate repeated hundreds of times cannot diverge.
@@ -418,7 +525,7 @@ def iteration_row(ctx, label, info, ours_rep, torch_rep, image, batch, fallback,
         tobj.step(xt, velocity_t, rate, momentum)
 
     return timed_row(ctx, "per_iteration", label, {**info, "batch": batch}, validate, step_ours,
-                     step_torch, flops, "flop" if flops else None, (reset_ours, reset_torch))
+                     step_torch, work, kind, (reset_ours, reset_torch))
 
 
 def per_iteration(ctx, cnn):
@@ -426,6 +533,7 @@ def per_iteration(ctx, cnn):
 
     size = 64 if ctx.quick else 227
     img = grey_image(size)
+    batches = (1, 2) if ctx.quick else (1, 8)
     for name, (make_ours, make_torch) in SHALLOW.items():
         ours_rep = make_ours()
         if ours_rep is None:
@@ -437,12 +545,14 @@ def per_iteration(ctx, cnn):
             continue
         if ctx.device == "cuda":
             ours_rep.to("cuda")
-        ctx.say(f"per-iteration: {name}")
-        iteration_row(ctx, f"{name} {size}x{size} grey", {"representation": name,
-                                                         "target": "-"},
-                      ours_rep, make_torch((size, size), ctx.device), img, 1, shallow_fallback)
+        torch_rep = make_torch((size, size), ctx.device)
+        for batch in batches:
+            ctx.say(f"per-iteration: {name} batch {batch}")
+            work = iteration_bytes(ours_rep, _ours(ctx, _start(batch, img.shape[1:])))
+            iteration_row(ctx, f"{name} {size}x{size} grey",
+                          {"representation": name, "target": "-"}, ours_rep, torch_rep, img,
+                          batch, shallow_fallback, work, "byte")
     image = caffenet_image()
-    batches = (1, 2) if ctx.quick else (1, 8)
     for layer in CNN_TARGETS:
         torch_rep = tb.cnn_chain(cnn.upto(layer), ctx.device)
         ours_rep = cnn.representation(layer)
@@ -452,7 +562,7 @@ def per_iteration(ctx, cnn):
             flops = 2.0 * _cnn_flops(cnn.upto(layer), (3, 227, 227), batch)
             iteration_row(ctx, f"CaffeNet {layer}", {"representation": "CaffeNet",
                                                      "target": layer},
-                          ours_rep, torch_rep, image, batch, cnn_fallback(layer), flops)
+                          ours_rep, torch_rep, image, batch, cnn_fallback(layer), flops, "flop")
 
 
 # --------------------------------------------------------------- whole runs
@@ -473,12 +583,13 @@ def whole_run(ctx, label, info, *args):
 
 
 def _whole_run(ctx, label, info, ours_rep, torch_rep, image, fallback, default_schedule,
-               iterations, repeats):
+               iterations, repeats, work_per_iteration, kind):
     import torch
 
     import invert_native as inv
 
     from . import torch_baseline as tb
+    from .timing import Contention, stats
 
     N, C, H, W = image.shape
     sigma, la, lambda_tv, schedule = paper_settings(ours_rep, (H, W, C), fallback,
@@ -498,51 +609,59 @@ def _whole_run(ctx, label, info, ours_rep, torch_rep, image, fallback, default_s
     def ours():
         res = inv.invert(ours_rep, target, image_shape=(H, W, C), sigma=sigma,
                          lambda_alpha=la, lambda_tv=lambda_tv, learning_rate=schedule,
-                         momentum=0.9, restarts=1, seed=0)
+                         momentum=MOMENTUM, restarts=1, seed=0)
         _sync(ctx)
-        return float(res.objective[-1][0]), float(res.feature_error[0])
+        return np.asarray(res.objective[:, 0], np.float64), float(res.feature_error[0])
 
     def theirs():
-        x, hist = tb.invert(tobj, x0t, schedule, 0.9)
+        x, hist = tb.invert(tobj, x0t, schedule, MOMENTUM)
         with torch.no_grad():
             r = torch_rep(sigma * x) - target_t
             err = math.sqrt(float((r.double() ** 2).sum()) / tobj.t_norm2)
         _sync(ctx)
-        return float(hist[-1, 0]), err
+        return _host(hist)[:, 0].astype(np.float64), err
 
     # a short untimed warm-up of each side (first-call costs of both libraries)
     short = _scaled_schedule(schedule, 4)
     inv.invert(ours_rep, target, image_shape=(H, W, C), sigma=sigma, lambda_alpha=la,
                lambda_tv=lambda_tv, learning_rate=short, restarts=1, seed=0)
-    tb.invert(tobj, x0t, short, 0.9)
-    t_ours, t_torch = [], []
-    from .timing import Contention
-
+    tb.invert(tobj, x0t, short, MOMENTUM)
+    t_ours, t_torch, hists = [], [], [[], []]
     contention = Contention()
     for i in range(repeats):
         for side in ((0, 1) if i % 2 == 0 else (1, 0)):
             t0 = time.perf_counter()
-            e, err = ours() if side == 0 else theirs()
+            hist, err = ours() if side == 0 else theirs()
             dt = time.perf_counter() - t0
-            if side == 0:
-                t_ours.append(dt)
-                e_ours, err_ours = e, err
-            else:
-                t_torch.append(dt)
-                e_torch, err_torch = e, err
-    from .timing import stats
-
+            (t_ours if side == 0 else t_torch).append(dt)
+            hists[side].append((hist, err))
+    # every run of each side against every run of the other (ours is deterministic on the
+    # CPU; the checks keep the worst pair)
+    first = max(_rel_each(a[:WHOLE_FIRST], b[:WHOLE_FIRST])
+                for a, _ in hists[0] for b, _ in hists[1])
+    final = max(_rel_each(a[-1:], b[-1:]) for a, _ in hists[0] for b, _ in hists[1])
+    (h_ours, err_ours), (h_torch, err_torch) = hists[0][-1], hists[1][-1]
+    diffs = {"first_E": first, "final_E": final}
+    tols = {"first_E": TOL_WHOLE_FIRST, "final_E": TOL_WHOLE_FINAL}
+    bad = {k: v for k, v in diffs.items() if not v <= tols[k]}
     s_ours, s_torch = stats(t_ours), stats(t_torch)
-    row = {"section": "whole_run", "name": label, **info, "iterations": its, "status": "ok",
+    row = {"section": "whole_run", "name": label, **info, "iterations": its,
+           "status": "invalid" if bad else "ok",
            "ours": s_ours, "torch": s_torch, "ratio": s_ours["median_s"] / s_torch["median_s"],
            "contention": contention.cores(),
-           "final_objective": {"ours": e_ours, "torch": e_torch},
+           "final_objective": {"ours": float(h_ours[-1]), "torch": float(h_torch[-1])},
            "feature_error": {"ours": err_ours, "torch": err_torch},
-           "max_rel_diff": {"final_E": abs(e_ours - e_torch) / abs(e_torch)}}
+           "max_rel_diff": diffs, "tolerance": tols}
+    if work_per_iteration is not None:
+        row["work"] = {"amount": work_per_iteration * its, "kind": kind,
+                       "per_iteration": work_per_iteration}
+        row["ours_rate"] = _rate(ctx, work_per_iteration * its, s_ours["median_s"], kind)
+        row["torch_rate"] = _rate(ctx, work_per_iteration * its, s_torch["median_s"], kind)
     ctx.rows.append(row)
     ctx.say(f"  {label}: ours {s_ours['median_s']:.2f} s, torch {s_torch['median_s']:.2f} s, "
-            f"final E {e_ours:.4g} / {e_torch:.4g}, feature error {err_ours:.3f} / "
-            f"{err_torch:.3f}")
+            f"final E {h_ours[-1]:.4g} / {h_torch[-1]:.4g}, feature error {err_ours:.3f} / "
+            f"{err_torch:.3f}, rel diff first {WHOLE_FIRST} E {first:.1e}, final E {final:.1e}"
+            + (f" -- NOT VALIDATED: {bad} (tolerance {tols})" if bad else ""))
 
 
 def whole_runs(ctx, cnn):
@@ -559,14 +678,17 @@ def whole_runs(ctx, cnn):
     else:
         if ctx.device == "cuda":
             hog.to("cuda")
+        img = grey_image(size)
         whole_run(ctx, f"HOG {size}x{size} grey, paper defaults", {"representation": "HOG"},
-                  hog, make_torch((size, size), ctx.device), grey_image(size),
-                  shallow_fallback, SHALLOW_SCHEDULE, 20 if ctx.quick else None, repeats)
+                  hog, make_torch((size, size), ctx.device), img, shallow_fallback,
+                  SHALLOW_SCHEDULE, 20 if ctx.quick else None, repeats,
+                  iteration_bytes(hog, _ours(ctx, _start(1, img.shape[1:]))), "byte")
     whole_run(ctx, f"CaffeNet {WHOLE_CNN_LAYER}, paper defaults",
               {"representation": "CaffeNet", "target": WHOLE_CNN_LAYER},
               cnn.representation(WHOLE_CNN_LAYER),
               tb.cnn_chain(cnn.upto(WHOLE_CNN_LAYER), ctx.device), caffenet_image(),
-              cnn_fallback(WHOLE_CNN_LAYER), CNN_SCHEDULE, 10 if ctx.quick else None, repeats)
+              cnn_fallback(WHOLE_CNN_LAYER), CNN_SCHEDULE, 10 if ctx.quick else None, repeats,
+              2.0 * _cnn_flops(cnn.upto(WHOLE_CNN_LAYER), (3, 227, 227), 1), "flop")
 
 
 # -------------------------------------------------------------------- main
@@ -586,17 +708,35 @@ def cuda_problem() -> str | None:
 
 
 def run(args) -> int:
-    """Run the suite as the command line asked (see invert_native.bench.add_arguments)."""
+    """Run the suite as the command line asked (see invert_native.bench.add_arguments).
+
+    Exit status: 0, 1 (a row did not validate or failed), 2 (bad options, --out unusable,
+    no CUDA), 130 (Ctrl-C: the rows finished so far are written, marked as interrupted).
+    """
     import torch
 
     import invert_native as inv
+    from invert_native.experiments.report import deferred_interrupt
+
+    def usage(msg):
+        print(f"invert-native bench: error: {msg}", file=sys.stderr)
+        return 2
 
     device = args.device
+    if args.threads is not None and args.threads < 1:
+        return usage(f"--threads must be >= 1, got {args.threads}")
+    sections = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        return usage(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     if device == "cuda":
         problem = cuda_problem()
         if problem:
-            print(f"invert-native bench --device cuda: {problem}", file=sys.stderr)
-            return 2
+            return usage(f"--device cuda: {problem}")
+    # the output folder before any timing: a bad --out must not cost a whole run
+    problem = report.prepare_out(args.out)
+    if problem:
+        return usage(problem)
     if device == "cuda":
         # plain float32 on both sides: cuDNN would otherwise run convolutions in TF32
         torch.backends.cudnn.allow_tf32 = False
@@ -604,12 +744,6 @@ def run(args) -> int:
     threads = args.threads or os.cpu_count() or 1
     inv.set_num_threads(threads)
     torch.set_num_threads(threads)
-    sections = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
-    unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        print(f"invert-native bench: unknown section(s) {sorted(unknown)}; choose from "
-              f"{', '.join(SECTIONS)}", file=sys.stderr)
-        return 2
 
     quick = bool(args.quick)
     settings = (Settings(warmup=1, min_reps=3, max_reps=3, budget_s=0.0) if quick
@@ -617,54 +751,74 @@ def run(args) -> int:
     t_start = time.time()
     facts = machine.describe(threads, device)
     tdev = "cuda" if device == "cuda" else "cpu"
-    ctx_log = sys.stderr
+    log = sys.stderr
     print(f"machine: {machine.summary(facts)}; {threads} thread(s); load "
-          f"{facts['load_average_start']}",
-          file=ctx_log, flush=True)
-    gemm = machine.sgemm_gflops(512 if quick else 4096, 2 if quick else 5, tdev)
-    mem = machine.memory_gbs(32 if quick else 1024, 2 if quick else 5, tdev)
-    print(f"machine: SGEMM {gemm['gflops']:.1f} GFLOP/s, read bandwidth {mem['gbs']:.1f} GB/s",
-          file=ctx_log, flush=True)
-    ctx = Context(device=device, quick=quick, settings=settings, sgemm=gemm["gflops"],
-                  bandwidth=mem["gbs"], log=ctx_log)
-    if device == "cuda":
-        import cupy
+          f"{facts['load_average_start']}", file=log, flush=True)
+    ctx, cnn, interrupted = None, None, False
+    try:
+        gemm = machine.sgemm_gflops(512 if quick else 4096, 2 if quick else 5, tdev, threads)
+        mib, why = machine.bandwidth_megabytes(facts.get("caches") or {}, quick)
+        mem = {**machine.memory_gbs(mib, 2 if quick else 5, tdev), "why": why}
+        print(f"machine: SGEMM {gemm['gflops']:.1f} GFLOP/s ({gemm['source']}), read "
+              f"bandwidth {mem['gbs']:.1f} GB/s ({mib} MiB: {why})", file=log, flush=True)
+        ctx = Context(device=device, quick=quick, settings=settings, sgemm=gemm["gflops"],
+                      bandwidth=mem["gbs"], log=log)
+        if device == "cuda":
+            import cupy
 
-        ctx.xp = cupy
-    cnn = CaffeNetModel(quick=quick, seed=args.seed)
-    if device == "cuda":
-        cnn.to("cuda")
-    ctx.say(f"CaffeNet: {cnn.source}")
-    if "per_op" in sections:
-        per_op(ctx, cnn)
-    if "per_iteration" in sections:
-        per_iteration(ctx, cnn)
-    if "whole_run" in sections:
-        whole_runs(ctx, cnn)
+            ctx.xp = cupy
+        cnn = CaffeNetModel(quick=quick, seed=args.seed)
+        if device == "cuda":
+            cnn.to("cuda")
+        ctx.say(f"CaffeNet: {cnn.source}")
+        if "per_op" in sections:
+            per_op(ctx, cnn)
+        if "per_iteration" in sections:
+            per_iteration(ctx, cnn)
+        if "whole_run" in sections:
+            whole_runs(ctx, cnn)
+    except KeyboardInterrupt:
+        interrupted = True
+        if ctx is None:
+            print("invert-native bench: interrupted before any row was measured; nothing "
+                  "written", file=log)
+            return 130
+        ctx.say(f"interrupted: writing the {len(ctx.rows)} row(s) finished so far")
     facts["load_average_end"] = machine.load_average()
     result = {
-        "schema": 1,
+        "schema": 2,
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t_start)),
         "duration_s": time.time() - t_start,
         "command": " ".join(["invert-native", "bench"] + list(getattr(args, "argv", []) or [])),
         "quick": quick,
+        "interrupted": interrupted,
         "machine": facts,
         "peaks": {"sgemm": gemm, "memory": mem},
         "settings": {"warmup": settings.warmup, "min_reps": settings.min_reps,
                      "max_reps": settings.max_reps, "budget_s": settings.budget_s,
+                     "momentum": MOMENTUM,
                      "tolerance": {"value": TOL_VALUE, "grad": TOL_GRAD,
-                                   "grad_l2": TOL_GRAD_L2},
+                                   "grad_l2": TOL_GRAD_L2, "steps_E": TOL_STEPS_E,
+                                   "steps_x_l2": TOL_STEPS_X_L2,
+                                   "whole_first_E": TOL_WHOLE_FIRST,
+                                   "whole_final_E": TOL_WHOLE_FINAL},
+                     "steps_iterations_per_rate": STEP_ITERATIONS,
+                     "whole_first_iterations": WHOLE_FIRST,
+                     "linear_memory_bound_batch": LINEAR_MEMORY_BOUND_BATCH,
                      "clock": "cuda events" if device == "cuda" else "perf_counter"},
-        "caffenet": cnn.source,
+        "caffenet": cnn.source if cnn is not None else None,
         "missing": ctx.missing,
         "notes": list(args.note or []),
         "rows": ctx.rows,
     }
-    paths = report.write(result, args.out)
+    with deferred_interrupt():  # a second Ctrl-C must not leave half a report
+        paths = report.write(result, args.out)
     print(report.markdown(result))
     ctx.say(f"wrote {', '.join(paths)}")
+    if interrupted:
+        return 130
     failed = [r["name"] for r in ctx.rows if r.get("status") != "ok"]
     if failed:
-        ctx.say(f"rows not timed (validation failed or error): {failed}")
+        ctx.say(f"rows not validated or failed: {failed}")
         return 1
     return 0

@@ -303,18 +303,23 @@ def alpha_norm(x, alpha):
 
 
 def tv(x, beta, floor=1e-5):
-    """TV^beta per image, forward differences with the last row/column replicated; for beta != 2
-    the gradient uses the base floored at ``floor``, as ours (the value is not floored)."""
+    """TV^beta per image: sum of f(v), v = d1^2 + d2^2, forward differences with the last
+    row/column replicated, f(v) = v^(beta/2). For beta < 2, below v = ``floor`` f is its
+    tangent in v (finite gradient on flat regions), as ours; autograd differentiates it."""
     d1 = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1))
     d2 = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
-    base = d1 * d1 + d2 * d2
+    v = d1 * d1 + d2 * d2
     if beta == 2.0:
-        v = base
+        f = v
+    elif beta > 2.0:
+        f = v.pow(beta / 2.0)
     else:
-        b = base.detach()
-        slope = (beta / 2.0) * torch.clamp(b, min=floor).pow(beta / 2.0 - 1.0)
-        v = b.pow(beta / 2.0) + slope * (base - b)
-    return v.flatten(1).sum(1)
+        h = beta / 2.0
+        above = v > floor
+        # pow only where v is above the floor: its gradient at 0 would be inf (NaN after where)
+        f = torch.where(above, torch.where(above, v, torch.ones_like(v)).pow(h),
+                        floor ** h + h * floor ** (h - 1.0) * (v - floor))
+    return f.flatten(1).sum(1)
 
 
 class TorchObjective:

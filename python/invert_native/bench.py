@@ -6,6 +6,10 @@ folder rather than in the installed package. This module only defines the comman
 options and finds the suite: ``--suite DIR``, else ``$INVERT_NATIVE_BENCHMARKS``, else a
 ``benchmarks/`` folder in the current directory or above it, else next to the package's
 own source (editable installs).
+
+Exit status: 0 every row validated; 1 a row did not validate (or failed); 2 bad options or
+the run cannot start (no suite, no PyTorch, no CUDA, ``--out`` not a writable folder);
+130 interrupted (Ctrl-C: the rows finished so far are written, marked as interrupted).
 """
 
 from __future__ import annotations
@@ -15,6 +19,19 @@ import os
 import sys
 
 _PACKAGE = "invert_bench"
+EXIT_USAGE = 2
+
+
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        # 0 would be an easy typo for "all cores": that is the default, so say so
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number >= 1, got {text!r} (leave --threads out for all cores)")
+    return n
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,10 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cpu: NumPy arrays vs PyTorch CPU tensors; cuda: CuPy arrays vs "
                         "PyTorch CUDA tensors, timed with CUDA events (default: cpu)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads of both libraries (default: os.cpu_count())")
+    p.add_argument("--threads", type=_threads, default=None,
+                   help="threads of both libraries, >= 1 (default: os.cpu_count())")
     p.add_argument("--out", default=os.path.join("results", "bench"),
-                   help="output folder for the JSON and Markdown (default: results/bench)")
+                   help="output folder for the JSON and Markdown, created before anything "
+                        "runs (default: results/bench)")
     p.add_argument("--only", default=None,
                    help="comma-separated sections to run: per_op, per_iteration, whole_run "
                         "(default: all)")
@@ -40,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default=None,
                    help="the benchmarks/ folder holding the suite (default: found, see "
                         "invert_native.bench)")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an unexpected error")
 
 
 def _candidates(explicit):
@@ -95,14 +115,37 @@ def run(args: argparse.Namespace) -> int:
     return suite.run(args)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, as the ``invert-native`` command prints them."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None, suite_dir: str | None = None) -> int:
     """Entry point of benchmarks/run.py and ``python -m invert_bench``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="invert-native bench",
         description="Benchmark invert_native against the same inversion in PyTorch.")
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if suite_dir and not args.suite:
         args.suite = suite_dir
-    return run(args)
+    try:
+        return run(args)
+    except KeyboardInterrupt:  # before the suite's own handler was in place
+        if args.debug:
+            raise
+        print("invert-native bench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"invert-native bench: error: {type(exc).__name__}: {text} (--debug shows the "
+              "traceback)", file=sys.stderr)
+        return 1
