@@ -51,11 +51,19 @@ def test_a_cpu_without_them_is_refused_with_the_way_out(tmp_path, linux_x86, fla
     with pytest.raises(ImportError, match=f"this CPU lacks {missing}, which the CPU core") as info:
         invert_native._require_cpu_features(cpuinfo(tmp_path, flags))
     message = str(info.value)
-    assert "INVERT_NATIVE_NATIVE_ARCH=ON" in message and "INVERT_NATIVE_SKIP_CPU_CHECK=1" in message
+    assert "INVERT_NATIVE_NATIVE_ARCH=ON" in message
 
 
 def test_the_check_can_be_skipped_for_a_build_for_this_machine(tmp_path, linux_x86):
     linux_x86.setenv("INVERT_NATIVE_SKIP_CPU_CHECK", "1")
+    invert_native._require_cpu_features(cpuinfo(tmp_path, SANDY_BRIDGE))
+
+
+def test_a_core_built_for_this_host_is_not_checked(tmp_path, linux_x86):
+    # the build writes what it compiled for; the portable wheel is x86-64-v3
+    from invert_native import _build_info
+    assert _build_info.CPU_TARGET == "x86-64-v3"
+    linux_x86.setattr(_build_info, "CPU_TARGET", "native")
     invert_native._require_cpu_features(cpuinfo(tmp_path, SANDY_BRIDGE))
 
 

@@ -33,10 +33,16 @@ def _require_cpu_features(cpuinfo: str = "/proc/cpuinfo") -> None:
     The wheel's CPU core is compiled for x86-64-v3 (AVX2 + FMA): without them its first op
     would kill the process with SIGILL. Linux x86-64 only (reads the first ``flags`` line of
     ``cpuinfo``); elsewhere, or when the file cannot be read, nothing is checked.
-    INVERT_NATIVE_SKIP_CPU_CHECK=1 skips the check, for a core built with
-    INVERT_NATIVE_NATIVE_ARCH=ON on this machine.
+    A core built with INVERT_NATIVE_NATIVE_ARCH=ON (``_build_info.CPU_TARGET == "native"``)
+    is not checked; INVERT_NATIVE_SKIP_CPU_CHECK=1 skips the check too.
     """
     if _os.environ.get("INVERT_NATIVE_SKIP_CPU_CHECK") == "1":
+        return
+    try:
+        from ._build_info import CPU_TARGET
+    except ImportError:  # a source tree without a build: assume the portable target
+        CPU_TARGET = "x86-64-v3"
+    if CPU_TARGET != "x86-64-v3":  # built for this host (-march=native), or not x86
         return
     if not _sys.platform.startswith("linux") or _os.uname().machine not in ("x86_64", "AMD64"):
         return
@@ -53,8 +59,7 @@ def _require_cpu_features(cpuinfo: str = "/proc/cpuinfo") -> None:
             f"invert_native: this CPU lacks {' and '.join(m.upper() for m in missing)}, which the "
             "CPU core was compiled for (x86-64-v3: AVX2 + FMA); running it would crash the "
             "process (illegal instruction). Build it for this machine from a source checkout: "
-            "pip install . -Ccmake.define.INVERT_NATIVE_NATIVE_ARCH=ON, and set "
-            "INVERT_NATIVE_SKIP_CPU_CHECK=1 to import that build.")
+            "pip install . -Ccmake.define.INVERT_NATIVE_NATIVE_ARCH=ON.")
 
 
 _require_cpu_features()
