@@ -6,17 +6,26 @@ from conftest import assert_close, require
 
 from invert_native import ops
 
-FLOOR = 1e-5
+FLOOR = 1e-5  # the op's default
 
 
-def tv_ref(x, beta):
-    """float64 TV^beta per image, forward differences with the last one replicated (0)."""
+def tv_ref(x, beta, floor=0.0):
+    """float64 TV^beta per image, forward differences with the last one replicated (0).
+
+    With floor > 0 and beta < 2, terms whose d1^2 + d2^2 = v is below the floor are the
+    tangent in v at the floor, the op's smoothing: floor^(b/2) + (b/2) floor^(b/2-1) (v - floor).
+    """
     x = np.asarray(x, np.float64)
     d1 = np.zeros_like(x)
     d2 = np.zeros_like(x)
     d1[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
     d2[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
-    return ((d1 ** 2 + d2 ** 2) ** (beta / 2)).reshape(x.shape[0], -1).sum(axis=1)
+    v = d1 ** 2 + d2 ** 2
+    f = v ** (beta / 2)
+    if beta < 2 and floor > 0:
+        tangent = floor ** (beta / 2) + (beta / 2) * floor ** (beta / 2 - 1) * (v - floor)
+        f = np.where(v < floor, tangent, f)
+    return f.reshape(x.shape[0], -1).sum(axis=1)
 
 
 def numeric_grad(f, x, eps=1e-6):
@@ -40,11 +49,35 @@ def test_tv_matches_float64_and_finite_differences(beta, shape):
     x = rng.standard_normal(shape).astype(np.float32)
     value, dx = ops.tv_forward(x, beta)
     assert value.dtype == np.float64 and value.shape == (shape[0],)
-    assert_close(value, tv_ref(x, beta), what="TV value")
-    # random normal images keep d1^2 + d2^2 far above the floor: the gradient is exact
+    # at unit scale only the always-flat last row/column pixels meet the floor
+    assert_close(value, tv_ref(x, beta, FLOOR), what="TV value")
     x64 = x.astype(np.float64)
-    assert_close(dx, numeric_grad(lambda z: tv_ref(z, beta), x64), rtol=1e-4, atol=1e-6,
+    assert_close(dx, numeric_grad(lambda z: tv_ref(z, beta, FLOOR), x64), rtol=1e-4, atol=1e-6,
                  what="TV gradient")
+
+
+@pytest.mark.parametrize("beta", [1.0, 1.5, 2.0, 3.0])
+@pytest.mark.parametrize("shape", [(2, 3, 6, 5), (1, 1, 1, 9)])
+def test_tv_at_small_scale(beta, shape):
+    """x ~ 1e-3: squared differences ~ 1e-6, under the default floor of 1e-5."""
+    rng = np.random.default_rng(int(beta * 10) + shape[0])
+    x = (rng.standard_normal(shape) * 1e-3).astype(np.float32)
+    x64 = x.astype(np.float64)
+    eps = 1e-9
+    # with the default floor, most terms are smoothed: value and gradient are still those
+    # of one function (and for beta >= 2 nothing is floored at all)
+    value, dx = ops.tv_forward(x, beta)
+    assert_close(value, tv_ref(x64, beta, FLOOR), what="TV value, floored")
+    assert_close(dx, numeric_grad(lambda z: tv_ref(z, beta, FLOOR), x64, eps), rtol=1e-4,
+                 atol=0.0, what="TV gradient, floored")
+    if beta < 2:
+        assert not np.allclose(value, tv_ref(x64, beta), rtol=1e-2)  # the floor binds here
+    # with a floor far below the squared differences (as invert passes in the scaled
+    # variable), TV^beta and its gradient are the exact ones
+    value, dx = ops.tv_forward(x, beta, floor=1e-14)
+    assert_close(value, tv_ref(x64, beta), what="TV value, small floor")
+    assert_close(dx, numeric_grad(lambda z: tv_ref(z, beta), x64, eps), rtol=1e-4, atol=0.0,
+                 what="TV gradient, small floor")
 
 
 def test_tv_matches_torch_autograd():
@@ -57,22 +90,36 @@ def test_tv_matches_torch_autograd():
         d2 = torch.nn.functional.pad(t[..., 1:, :] - t[..., :-1, :], (0, 0, 0, 1))
         v = ((d1 ** 2 + d2 ** 2) ** (beta / 2)).sum()
         v.backward()
-        value, dx = ops.tv_forward(x, beta)
+        # a floor far below every difference but the corners' (always 0): the exact TV
+        value, dx = ops.tv_forward(x, beta, floor=1e-12)
         assert_close(value.sum(), v.item(), what="TV value vs torch")
         assert_close(dx, t.grad, what="TV gradient vs torch")
 
 
-def test_tv_floor_keeps_flat_images_finite():
+def test_tv_floor_applies_below_beta_2_only():
     x = np.zeros((1, 1, 4, 4), np.float32)
     x[0, 0, 2, 2] = 1.0
     value, dx = ops.tv_forward(x, beta=1.0)
     assert np.isfinite(dx).all() and np.isfinite(value).all()
     # flat region: d = 0, the floored weight multiplies a zero difference
     assert dx[0, 0, 0, 0] == 0.0
-    # terms: d1 = 1 at (2,1), d2 = 1 at (1,2), (d1, d2) = (-1, -1) at (2,2)
-    assert value[0] == pytest.approx(2.0 + np.sqrt(2.0), rel=1e-6)
-    # the value itself is not floored: a flat image has TV exactly 0
-    assert ops.tv_forward(np.zeros((1, 1, 3, 3), np.float32), 1.0)[0][0] == 0.0
+    # terms: d1 = 1 at (2,1), d2 = 1 at (1,2), (d1, d2) = (-1, -1) at (2,2); the 13 flat
+    # pixels each give the tangent's value at 0, (1 - beta/2) floor^(beta/2)
+    flat = 0.5 * np.sqrt(FLOOR)
+    assert value[0] == pytest.approx(2.0 + np.sqrt(2.0) + 13 * flat, rel=1e-6)
+    assert ops.tv_forward(np.zeros((1, 1, 3, 3), np.float32), 1.0)[0][0] == pytest.approx(9 * flat)
+    # beta >= 2: no floor at all, whatever its value
+    rng = np.random.default_rng(4)
+    y = (rng.standard_normal((1, 2, 6, 6)) * 1e-3).astype(np.float32)
+    for beta in (2.0, 3.0):
+        v1, g1 = ops.tv_forward(y, beta, floor=1e-5)
+        v2, g2 = ops.tv_forward(y, beta, floor=1e30)
+        np.testing.assert_array_equal(v1, v2)
+        np.testing.assert_array_equal(g1, g2)
+    with pytest.raises(ValueError, match="floor"):
+        ops.tv_forward(y, 1.0, floor=1e-40)  # a float32 subnormal
+    with pytest.raises(ValueError, match="floor"):
+        ops.tv_forward(y, 1.0, floor=0.0)
 
 
 def test_tv_each_image_is_independent():

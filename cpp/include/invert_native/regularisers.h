@@ -11,7 +11,7 @@ namespace invert_native {
 struct TvParams {
     index_t N, C, H, W;  // x [N, C, H, W]; the sum runs per image over channels and pixels
     float beta;          // exponent of the gradient norm (paper: 2; 1 gives "spiky" images)
-    float floor;         // lower bound on d1^2 + d2^2 inside the gradient (finite for beta < 2)
+    float floor;         // beta < 2 only: d1^2 + d2^2 below it is smoothed (see tv_term_weight)
 };
 
 struct AlphaNormParams {
@@ -25,7 +25,9 @@ inline TvParams make_tv_params(index_t N, index_t C, index_t H, index_t W, doubl
     const char* op = "tv";
     require_nchw(op, N, C, H, W);
     require(std::isfinite(beta) && beta > 0.0, "tv: beta must be a positive number");
-    require(std::isfinite(floor) && floor > 0.0, "tv: floor must be a positive number");
+    // a float32 floor that rounds to 0 or a subnormal would give an infinite weight
+    require(std::isfinite(floor) && std::isnormal(float(floor)) && floor > 0.0,
+            "tv: floor must be a positive number representable in float32 (>= 1.2e-38)");
     checked_mul(checked_mul(checked_mul(N, C, op), H, op), W, op);
     return TvParams{N, C, H, W, float(beta), float(floor)};
 }
@@ -42,10 +44,19 @@ inline AlphaNormParams make_alpha_norm_params(index_t N, index_t M, double alpha
 // ---------------------------------------------------------------- TV^beta
 // Forward differences with the last column/row replicated (so the last
 // difference is 0), as in the authors' code:
-//   d1 = x[i, j+1] - x[i, j],  d2 = x[i+1, j] - x[i, j]
-//   R  = sum_{i,j} (d1^2 + d2^2)^(beta/2)
-// Its gradient, with w = beta * max(d1^2 + d2^2, floor)^(beta/2 - 1):
+//   d1 = x[i, j+1] - x[i, j],  d2 = x[i+1, j] - x[i, j],  v = d1^2 + d2^2
+//   R  = sum_{i,j} f(v),  f(v) = v^(beta/2)
+// Its gradient, with w = 2 f'(v) (= beta v^(beta/2 - 1)):
 //   dR/dx[i,j] = -w[i,j] (d1[i,j] + d2[i,j]) + w[i,j-1] d1[i,j-1] + w[i-1,j] d2[i-1,j]
+//
+// Floor, for beta < 2 only (there w grows without bound as v -> 0, and is
+// infinite on flat regions): below v = floor, f is replaced by its tangent in v,
+//   f(v) = floor^(beta/2) + (beta/2) floor^(beta/2 - 1) (v - floor),
+// so w = beta floor^(beta/2 - 1) is constant there. f stays continuous with a
+// continuous derivative, and value and gradient are those of one function. For
+// beta >= 2 nothing is floored (w is finite and tends to 0 or 2). The floor is
+// in the units of x squared: the caller sets it below the squared differences
+// that matter (invert() passes a floor of 1e-5 grey levels^2 divided by sigma^2).
 
 // d1, d2 at (i, j) of plane xp [H, W].
 INV_HD void tv_diffs(const TvParams& p, const float* xp, index_t i, index_t j, float* d1,
@@ -55,40 +66,42 @@ INV_HD void tv_diffs(const TvParams& p, const float* xp, index_t i, index_t j, f
     *d2 = i + 1 < p.H ? xp[(i + 1) * p.W + j] - v : 0.0f;
 }
 
-INV_HD float tv_term(const TvParams& p, float d1, float d2) {
-    const float v = d1 * d1 + d2 * d2;
-    return p.beta == 2.0f ? v : powf(v, 0.5f * p.beta);
-}
-
-INV_HD float tv_weight(const TvParams& p, float d1, float d2) {
-    if (p.beta == 2.0f) return 2.0f;
-    const float v = d1 * d1 + d2 * d2;
-    return p.beta * powf(v > p.floor ? v : p.floor, 0.5f * p.beta - 1.0f);
-}
-
-// tv_term and tv_weight of one pixel from a single powf where the floor does
-// not bind: (d1^2 + d2^2)^(beta/2) = v * v^(beta/2 - 1) (within an ulp or two
-// of powf). Used by the CPU loop, which computes each pixel's weight once and
-// hands it to its neighbours instead of recomputing it three times.
+// The term f(v) of one pixel, returned, and its weight w = 2 f'(v), in *w,
+// from one powf: v^(beta/2) = v * v^(beta/2 - 1) (within an ulp or two of powf).
+// The CPU loop computes each pixel's weight once and hands it to its neighbours;
+// the CUDA kernel's tv_at recomputes its neighbours' weights with tv_weight.
 INV_HD float tv_term_weight(const TvParams& p, float d1, float d2, float* w) {
     const float v = d1 * d1 + d2 * d2;
     if (p.beta == 2.0f) {
         *w = 2.0f;
         return v;
     }
+    if (p.beta > 2.0f) {
+        const float t = powf(v, 0.5f * p.beta - 1.0f);
+        *w = p.beta * t;
+        return v * t;
+    }
     const float vf = v > p.floor ? v : p.floor;
     // beta = 1 (the paper's other setting): v^(-1/2) without the general powf
     const float t = p.beta == 1.0f ? 1.0f / sqrtf(vf) : powf(vf, 0.5f * p.beta - 1.0f);
     *w = p.beta * t;
-    return v > p.floor ? v * t : powf(v, 0.5f * p.beta);
+    // v t above the floor; the tangent floor t + (beta/2) t (v - floor) below it
+    return t * (vf - 0.5f * p.beta * (vf - v));
+}
+
+INV_HD float tv_weight(const TvParams& p, float d1, float d2) {
+    float w;
+    tv_term_weight(p, d1, d2, &w);
+    return w;
 }
 
 // Value term and gradient at (i, j) of plane xp (gather form: each output
 // element is written by one thread).
 INV_HD float tv_at(const TvParams& p, const float* xp, index_t i, index_t j, float* dx) {
-    float d1, d2;
+    float d1, d2, w;
     tv_diffs(p, xp, i, j, &d1, &d2);
-    float g = -tv_weight(p, d1, d2) * (d1 + d2);
+    const float term = tv_term_weight(p, d1, d2, &w);
+    float g = -w * (d1 + d2);
     if (j > 0) {
         float e1, e2;
         tv_diffs(p, xp, i, j - 1, &e1, &e2);
@@ -100,7 +113,7 @@ INV_HD float tv_at(const TvParams& p, const float* xp, index_t i, index_t j, flo
         g += tv_weight(p, e1, e2) * e2;
     }
     *dx = g;
-    return tv_term(p, d1, d2);
+    return term;
 }
 
 // ------------------------------------------------------------- alpha-norm

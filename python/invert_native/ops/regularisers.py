@@ -1,10 +1,14 @@
 """The image priors of the inversion objective, each with its gradient in one pass.
 
-* ``tv_forward(x, beta)``: total variation
-  R = sum over images' channels and pixels of ((x[i,j+1]-x[i,j])^2 + (x[i+1,j]-x[i,j])^2)^(beta/2),
-  forward differences with the last row/column replicated (the last difference is 0), as in
-  the authors' code. In the gradient the base d1^2 + d2^2 is floored at ``floor`` (1e-5 by
-  default) so that beta < 2 stays finite where the image is flat; the value is not floored.
+* ``tv_forward(x, beta, floor)``: total variation
+  R = sum over images' channels and pixels of f(v), v = (x[i,j+1]-x[i,j])^2 + (x[i+1,j]-x[i,j])^2,
+  f(v) = v^(beta/2), forward differences with the last row/column replicated (the last
+  difference is 0), as in the authors' code. For beta < 2 the gradient of v^(beta/2) is
+  unbounded as v -> 0, so below v = ``floor`` f is its tangent in v,
+  floor^(beta/2) + (beta/2) floor^(beta/2-1) (v - floor): value and gradient are those of
+  this one C^1 function, which differs from v^(beta/2) by at most floor^(beta/2) per pixel.
+  For beta >= 2 nothing is floored. ``floor`` is in the units of x squared (1e-5 by default,
+  for x in grey levels; :func:`invert_native.invert` passes its ``tv_floor`` / sigma^2).
 * ``alpha_norm_forward(x, alpha)``: R = sum |x|^alpha.
 
 Both return ``(value, dx)``: value of shape (N,) in float64 (one number per image of the
@@ -33,7 +37,11 @@ def _positive(op, name, v, minimum=0.0, strict=True):
 
 
 def tv_forward(x, beta=2.0, floor=1e-5):
-    """TV^beta of each image of x (N, C, H, W) and its gradient: returns (value (N,), dx)."""
+    """TV^beta of each image of x (N, C, H, W) and its gradient: returns (value (N,), dx).
+
+    ``floor`` (beta < 2 only, in the units of x squared): where d1^2 + d2^2 is below it the
+    term is smoothed to its tangent (see the module docstring).
+    """
     op = "tv_forward"
     c = _Call(op, x=x)
     x = c.array("x", x, 4)
