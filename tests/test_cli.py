@@ -407,6 +407,7 @@ def _bad_cases():
         "output's compare.png over the input": ["invert", "{bad}/prev.compare.png", "--rep",
                                                 "hog", "-o", "{bad}/prev.png"],
         "output folder is a file": ["invert", A, "--rep", "hog", "-o", C + "/x.png"],
+        "docs folder is a file": ["demo", "--quick", "--docs", C + "/docs"],
     }
 
 
@@ -428,6 +429,7 @@ _EXPECTED = {
     "output over the input image": "would overwrite the input",
     "output's compare.png over the input": "would overwrite the input",
     "output folder is a file": "is a file, not a folder",
+    "docs folder is a file": "is a file, not a folder",
 }
 
 
@@ -446,7 +448,7 @@ def test_bad_input_one_line_exit_2(case, photos, bad, tmp_path, capsys):
     assert errors[0].startswith("invert-native"), err
     assert _EXPECTED.get(case, "") in errors[0]
     assert "Traceback" not in err
-    assert not list(tmp_path.glob("o/*.png"))
+    assert not list(tmp_path.glob("o/*"))  # refused before the results folder is filled
 
 
 def test_device_cuda_without_cuda(photos, tmp_path, capsys):

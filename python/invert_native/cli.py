@@ -1171,9 +1171,9 @@ def _cmd_demo(args) -> int:
         dsec = DeepSection("caffenet", [("astronaut-colour", photo)], jobs, net,
                             _weights_record(args, net))
         plans.append((dsec, _sweep_deep, len(jobs)))
-    out = _out_folder(args, "demo", _input_paths(args))
     if args.docs:  # checked now: the figures are written only after the whole run
         _writable_folder(Path(args.docs), f"--docs {args.docs}")
+    out = _out_folder(args, "demo", _input_paths(args))
     settings = _settings(args, photos=photos, size=list(size), reps=reps,
                          caffenet_layers=deep_layers if net is not None else None,
                          weights=_weights_setting(args) if net is not None else None,
