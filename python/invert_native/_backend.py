@@ -89,12 +89,24 @@ def describe(a) -> str:
 
 
 def check_finite(x, what: str) -> None:
-    """ValueError unless every value of x (NumPy or CuPy) is finite."""
+    """ValueError unless every value of x (NumPy or CuPy) is finite.
+
+    For a CuPy array the answer costs a device-to-host transfer, so it is skipped while an
+    ``ops.reusing`` workspace is active in this thread: inside :func:`invert_native.invert`'s
+    iterations, where a NaN/Inf image makes the objective NaN, which the loop checks every
+    ``callback_every`` iterations (and after the last). Outside such a workspace it always
+    checks.
+    """
     if x.size == 0:
         return
+    xp = array_module(x)
+    if xp is not np:
+        from .ops._dispatch import _active  # here: ops imports this module
+
+        if getattr(_active, "workspace", None) is not None:
+            return
     # min and max propagate NaN and reach +-Inf, and unlike isfinite(x).all() they need no
     # temporary array the size of x (this runs at every inversion iteration)
-    xp = array_module(x)
     if not (bool(xp.isfinite(x.min())) and bool(xp.isfinite(x.max()))):
         raise ValueError(f"{what} contains NaN or Inf pixels")
 

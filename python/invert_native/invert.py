@@ -13,7 +13,9 @@ The representation is any object with ``forward(x)`` and ``backward(dy)`` on
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -23,7 +25,7 @@ from . import _backend, ops
 from .ops._dispatch import new_array_like
 
 __all__ = ["invert", "objective", "InversionResult", "InversionDiverged", "paper_lambdas",
-           "code_lambda_alpha", "paper_sigma",
+           "code_lambda_alpha", "paper_sigma", "tv_lambda_for_beta",
            "reconstruction_error", "mean_pairwise_distance", "CNN_SCHEDULE", "SHALLOW_SCHEDULE"]
 
 # Learning-rate schedules of the authors' code: (rate, iterations) segments; the
@@ -32,6 +34,9 @@ CNN_SCHEDULE = ((0.004, 100), (0.0004, 200), (0.00004, 100))
 SHALLOW_SCHEDULE = ((0.004, 200), (0.0004, 200), (0.00004, 200), (0.000004, 200))
 # lambda_V of the authors' Table 1 runs (lambdaTV = 1 in their code, which halves it).
 SHALLOW_LAMBDA_TV = 0.5
+# lambda_V (beta = 2) when neither the caller nor the representation gives one: the paper's
+# CaffeNet setting for layers 1-6 (Table 3, lambda_1).
+DEFAULT_LAMBDA_TV = 0.5
 
 # Average Euclidean norm of a mean-subtracted natural image, per value (the
 # authors' 27098.1157 for 227x227x3 images, divided by sqrt(227*227*3)).
@@ -39,7 +44,8 @@ SIGMA_PER_VALUE = 27098.1157 / math.sqrt(227 * 227 * 3)
 
 
 class InversionDiverged(FloatingPointError):
-    """The objective became NaN or Inf: the learning rate is too large for this problem."""
+    """The objective or the image became NaN or Inf: the learning rate (or a lambda) is too
+    large for this problem."""
 
 
 @dataclass
@@ -86,13 +92,83 @@ def code_lambda_alpha(sigma: float) -> float:
 def paper_lambdas(sigma: float, height: int, width: int, alpha: float = 6.0, beta: float = 2.0,
                   B: float = 128.0, a: float = 0.01) -> tuple[float, float]:
     """The paper's heuristics: lambda_alpha = sigma^alpha / (H W B^alpha) and
-    lambda_tv = sigma^beta / (H W (a B)^beta), for pixel range B and typical gradient a*B."""
+    lambda_tv = sigma^beta / (H W (a B)^beta), for pixel range B and typical gradient a*B.
+
+    Each makes its term about 1 for an image u = sigma x with values +-B and neighbour
+    differences a*B: sum |u / sigma|^alpha ~ H W B^alpha / sigma^alpha, likewise for TV.
+    With the paper's a = 1 %, lambda_tv = 68.92^2 C / 1.28^2 ~ 8700 (C = 3) at any image size
+    (sigma^2 / (H W) = 68.92^2 C): 17000 times the lambda_V = 0.5 the paper ran CaffeNet with,
+    and beyond what momentum descent at the paper's rate 0.004 can follow (on lambda_tv TV^2
+    alone it is stable only while 16 lambda_tv rate < 2 (1 + momentum), lambda_tv < 59).
+    :func:`invert` therefore takes this lambda_tv only when given ``a``.
+    """
     hw = float(height) * float(width)
     return sigma ** alpha / (hw * B ** alpha), sigma ** beta / (hw * (a * B) ** beta)
 
 
+def tv_lambda_for_beta(lambda_tv2: float, beta: float, height: int, width: int) -> float:
+    """lambda_V for TV^beta that keeps the typical difference of a lambda_V = ``lambda_tv2``
+    setting at beta = 2: (lambda_tv2 H W)^(beta/2) / (H W).
+
+    In the form of the paper's heuristic, lambda_tv2 = sigma^2 / (H W g^2) for a difference g;
+    the same g gives sigma^beta / (H W g^beta), which is the above (sigma cancels). A fixed
+    lambda_V at beta = 1 would weigh TV more and more against the data term as images grow.
+    """
+    hw = float(height) * float(width)
+    return (float(lambda_tv2) * hw) ** (0.5 * float(beta)) / hw
+
+
+def _tv_rate_limit(lambda_tv, beta, momentum):
+    """The learning rate above which momentum descent on lambda_tv * TV^2 alone diverges
+    (None unless beta = 2): its Hessian's eigenvalues reach 16 lambda_tv (twice the grid
+    Laplacian's bound of 8), and heavy-ball descent needs rate * L < 2 (1 + momentum)."""
+    if beta != 2.0 or lambda_tv <= 0.0:
+        return None
+    return 2.0 * (1.0 + momentum) / (16.0 * lambda_tv)
+
+
+def _whole(name, v, minimum=1):
+    """v as an int >= minimum; TypeError for non-numbers, ValueError for fractions."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be an integer, got {v!r}")
+    if not isinstance(v, numbers.Integral):
+        if not (math.isfinite(float(v)) and float(v).is_integer()):
+            raise ValueError(f"{name} must be a whole number, got {v!r}")
+    n = int(v)
+    if n < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {n}")
+    return n
+
+
+def _real(name, v, minimum=None, strict=False):
+    """v as a finite float (> or >= minimum); TypeError for non-numbers."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {v!r}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"{name} must be finite, got {f}")
+    if minimum is not None and (f <= minimum if strict else f < minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {f:g}")
+    return f
+
+
+def _image_shape(image_shape):
+    """(H, W, C) from (H, W, C) or (H, W) (grey: C = 1)."""
+    try:
+        dims = tuple(image_shape)
+    except TypeError:
+        raise TypeError(f"image_shape must be (H, W, C) or (H, W), got {image_shape!r}") from None
+    if len(dims) == 2:
+        dims += (1,)
+    if len(dims) != 3:
+        raise ValueError(f"image_shape must be (H, W, C) or (H, W), got {image_shape!r}")
+    return tuple(_whole(f"image_shape[{i}]", v) for i, v in enumerate(dims))
+
+
 def _schedule(learning_rate, iterations, default):
-    """-> list of (rate, iterations) segments."""
+    """-> list of (rate, iterations) segments, each rate > 0 and count >= 1."""
+    if iterations is not None:
+        iterations = _whole("iterations", iterations)
     if learning_rate is None:
         segs = [(float(r), int(n)) for r, n in default]
         if iterations is not None:  # stretch the default schedule to the requested length
@@ -101,22 +177,84 @@ def _schedule(learning_rate, iterations, default):
                     for i in range(len(segs))]
             segs = [(r, c - p) for (r, _), c, p in zip(segs, cuts, [0] + cuts[:-1]) if c - p > 0]
         return segs
-    if isinstance(learning_rate, (int, float, np.floating, np.integer)):
-        n = 400 if iterations is None else int(iterations)
-        return [(float(learning_rate), n)]
+    if isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, (bool, np.bool_)):
+        return [(_real("learning_rate", learning_rate, 0.0, strict=True),
+                 400 if iterations is None else iterations)]
     try:
-        segs = [(float(r), int(n)) for r, n in learning_rate]
-    except (TypeError, ValueError):
+        pairs = [tuple(seg) for seg in learning_rate]
+    except TypeError:
+        pairs = None
+    if pairs is None or any(len(seg) != 2 for seg in pairs) or isinstance(learning_rate, str):
         raise TypeError("learning_rate must be a number or a sequence of (rate, iterations) "
-                        f"pairs, got {learning_rate!r}") from None
+                        f"pairs, got {learning_rate!r}")
+    if not pairs:
+        raise ValueError("learning_rate is an empty schedule: give at least one "
+                         "(rate, iterations) segment")
+    segs = [(_real(f"learning_rate[{i}] rate", r, 0.0, strict=True),
+             _whole(f"learning_rate[{i}] iterations", n)) for i, (r, n) in enumerate(pairs)]
     if iterations is not None and iterations != sum(n for _, n in segs):
         raise ValueError(f"iterations={iterations} disagrees with the schedule's "
                          f"{sum(n for _, n in segs)} iterations")
     return segs
 
 
+def _lambdas(rep, sigma, H, W, alpha, beta, lambda_alpha, lambda_tv, B, a):
+    """-> (lambda_alpha, lambda_tv, {name: where it came from}); see :func:`invert`."""
+    if B is not None and lambda_alpha is not None and (a is None or lambda_tv is not None):
+        raise ValueError("B is used only by the heuristics of lambda_alpha (and of lambda_tv "
+                         "with a); both lambdas it could set were given")
+    if a is not None and lambda_tv is not None:
+        raise ValueError("a is used only by the heuristic of lambda_tv, which was given")
+    given = None
+    if lambda_alpha is None or lambda_tv is None:
+        given = getattr(rep, "paper_lambdas", None)
+        if callable(given):
+            given = given(sigma)
+        if given is not None:
+            given = tuple(given)
+            if len(given) != 2:
+                raise ValueError("the representation's paper_lambdas must be (lambda_alpha, "
+                                 f"lambda_tv), got {given!r}")
+    B_used = 128.0 if B is None else _real("B", B, 0.0, strict=True)
+    hw = float(H) * float(W)
+    sources = {}
+    if lambda_alpha is not None:
+        sources["lambda_alpha"] = "given"
+    elif given is not None and B is None:
+        lambda_alpha, sources["lambda_alpha"] = given[0], "representation"
+    else:
+        lambda_alpha = sigma ** alpha / (hw * B_used ** alpha)
+        sources["lambda_alpha"] = f"heuristic sigma^alpha / (H W B^alpha), B = {B_used:g}"
+    if lambda_tv is not None:
+        sources["lambda_tv"] = "given"
+    elif a is not None:
+        aB = _real("a", a, 0.0, strict=True) * B_used
+        lambda_tv = sigma ** beta / (hw * aB ** beta)
+        sources["lambda_tv"] = (f"heuristic sigma^beta / (H W (a B)^beta), a = {float(a):g}, "
+                                f"B = {B_used:g}")
+    else:
+        if given is not None:
+            base, source = float(given[1]), "representation"
+        else:
+            base, source = DEFAULT_LAMBDA_TV, "default (the paper's CaffeNet lambda_V)"
+        lambda_tv = tv_lambda_for_beta(base, beta, H, W)
+        if beta != 2.0:
+            source += f", {base:g} at beta = 2 carried to beta = {beta:g}"
+        sources["lambda_tv"] = source
+    return (_real("lambda_alpha", lambda_alpha, 0.0), _real("lambda_tv", lambda_tv, 0.0),
+            sources)
+
+
+def _mask_record(mask):
+    """What options records of a mask: its shape and a digest of its float32 values."""
+    if mask is None:
+        return None
+    m = np.ascontiguousarray(_host(mask), dtype=np.float32)
+    return dict(shape=tuple(m.shape), sha256=hashlib.sha256(m.tobytes()).hexdigest()[:16])
+
+
 def invert(representation, target, *, image_shape, sigma=None, alpha=6.0, beta=2.0,
-           lambda_alpha=None, lambda_tv=None, B=128.0, a=0.01, momentum=0.9,
+           lambda_alpha=None, lambda_tv=None, B=None, a=None, momentum=0.9,
            learning_rate=None, iterations=None, restarts=1, seed=0, mask=None,
            callback: Callable | None = None, callback_every: int = 10, tv_floor=1e-5):
     """Reconstruct images from the code ``target`` = Phi(x0) of the representation.
@@ -125,17 +263,27 @@ def invert(representation, target, *, image_shape, sigma=None, alpha=6.0, beta=2
         representation: object with ``forward(x)`` / ``backward(dy)`` on (N, C, H, W) float32
             batches (e.g. :class:`invert_native.HOG`, a CaffeNet layer, an ``nn.Sequential``).
             Optional attributes it may carry: ``paper_schedule`` (the default learning-rate
-            schedule), ``paper_lambdas`` ((lambda_alpha, lambda_tv) used when not given, or a
-            function of sigma returning them),
+            schedule), ``paper_lambdas`` ((lambda_alpha, lambda_tv) at beta = 2 used when not
+            given, or a function of sigma returning them, or None),
             ``deprocess(x)`` ((N, C, H, W) pixel values -> (N, H, W, C) images, e.g. adding a
             mean back).
         target: Phi0, with or without its batch dimension of 1, NumPy or CuPy (the device of
             the target is the device of the whole run).
-        image_shape: (H, W, C) of the images to reconstruct.
+        image_shape: (H, W, C) of the images to reconstruct, or (H, W) for grey (C = 1).
         sigma: image scale; default :func:`paper_sigma` of ``image_shape``.
         alpha, beta: exponents of the alpha-norm and TV^beta priors (paper: 6 and 2).
-        lambda_alpha, lambda_tv: weights; default the representation's ``paper_lambdas``, else
-            the paper's heuristics (:func:`paper_lambdas` with ``B`` and ``a``).
+        lambda_alpha: weight of the alpha-norm. Default: the representation's
+            ``paper_lambdas``, else (or when ``B`` is given) the paper's heuristic
+            sigma^alpha / (H W B^alpha) (:func:`paper_lambdas`).
+        lambda_tv: weight of TV^beta. Default: the paper's heuristic
+            sigma^beta / (H W (a B)^beta) when ``a`` is given; else the representation's
+            ``paper_lambdas``, else 0.5 (the paper's CaffeNet lambda_V for layers 1-6); for
+            beta != 2 these two are carried over by :func:`tv_lambda_for_beta`. The heuristic
+            at the paper's a = 1 % is no default: it diverges at the paper's learning rate
+            (see :func:`paper_lambdas`).
+        B, a: pixel range and typical difference (a fraction of B) of the heuristics. Giving
+            ``B`` selects the lambda_alpha heuristic, giving ``a`` the lambda_tv one (B then
+            defaults to 128); a ``B`` or ``a`` that no heuristic would use is an error.
         momentum: m of the update mu <- m mu - eta grad; x <- x + mu.
         learning_rate: a number (constant rate for ``iterations``, default 400) or a sequence of
             (rate, iterations) segments; the momentum is reset at each change. Default: the
@@ -143,47 +291,55 @@ def invert(representation, target, *, image_shape, sigma=None, alpha=6.0, beta=2
             (0.004 x [1, 0.1, 0.01] for 100, 200, 100 iterations); ``iterations`` alone stretches
             or shrinks the default schedule proportionally.
         restarts: reconstructions from different random starts, run as one batch.
-        seed: seed of the random starts (same seed, same result on the CPU).
+        seed: seed of the random starts (same seed, same result on the CPU); None draws one,
+            which ``options["seed"]`` records.
         mask: weights of the code's elements in the loss, broadcastable to the target's shape
-            (without batch): 0/1 selects a spatial window of neurons (paper Fig. 9) or a subset
-            of channels (Fig. 10); elements with weight 0 get no gradient.
+            (without batch, or with a batch dimension of 1): 0/1 selects a spatial window of
+            neurons (paper Fig. 9) or a subset of channels (Fig. 10); elements with weight 0
+            get no gradient.
         callback: called as ``callback(iteration, objective)`` every ``callback_every``
             iterations and at the end, with the per-restart objective as a NumPy array (the
             only host transfer inside the loop).
-        tv_floor: floor of d1^2 + d2^2 inside the TV gradient (keeps beta < 2 finite).
+        tv_floor: for beta < 2, squared image differences (in the representation's pixel
+            units, grey levels^2) below which TV^beta is smoothed to keep its gradient finite
+            (see :func:`invert_native.ops.tv_forward`; the op receives tv_floor / sigma^2).
+            The default 1e-5 (differences of 0.003 grey levels) leaves natural images and
+            reconstructions untouched except on exactly flat regions.
 
     Returns:
-        :class:`InversionResult`.
+        :class:`InversionResult`; its ``options`` record every setting used, among them where
+        each lambda came from (``lambda_sources``), the seed drawn when ``seed=None`` and the
+        mask's shape and digest.
 
     Raises:
-        InversionDiverged: the objective became NaN/Inf (checked every ``callback_every``
-            iterations and at the end); the message names the iteration. No automatic back-off:
-            rerun with a smaller ``learning_rate``.
+        InversionDiverged: the objective or the image became NaN/Inf (checked every
+            ``callback_every`` iterations on a GPU, every iteration on the CPU, and after the
+            last update); the message names the iteration and which setting to lower. No
+            automatic back-off: rerun with a smaller ``learning_rate`` (or lambda).
+        ValueError, TypeError: a setting out of range or of the wrong type, named.
     """
     if not (_backend.is_cupy(target) or isinstance(target, np.ndarray)):
         target = np.asarray(target, dtype=np.float32)
     xp = _backend.array_module(target)
-    H, W, C = (int(v) for v in image_shape)
-    if min(H, W, C) <= 0:
-        raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}")
-    restarts = int(restarts)
-    if restarts < 1:
-        raise ValueError(f"restarts must be >= 1, got {restarts}")
-    if not 0.0 <= float(momentum) < 1.0:
+    H, W, C = _image_shape(image_shape)
+    restarts = _whole("restarts", restarts)
+    momentum = _real("momentum", momentum, 0.0)
+    if momentum >= 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-    sigma = paper_sigma((H, W, C)) if sigma is None else float(sigma)
-    if lambda_alpha is None or lambda_tv is None:
-        given = getattr(representation, "paper_lambdas", None)
-        if callable(given):
-            given = given(sigma)
-        la, lt = given if given is not None else paper_lambdas(sigma, H, W, alpha, beta, B, a)
-        lambda_alpha = la if lambda_alpha is None else lambda_alpha
-        lambda_tv = lt if lambda_tv is None else lambda_tv
-    lambda_alpha, lambda_tv = float(lambda_alpha), float(lambda_tv)
+    alpha = _real("alpha", alpha, 1.0)
+    beta = _real("beta", beta, 0.0, strict=True)
+    tv_floor = _real("tv_floor", tv_floor, 0.0, strict=True)
+    callback_every = _whole("callback_every", callback_every)
+    sigma = paper_sigma((H, W, C)) if sigma is None else _real("sigma", sigma, 0.0, strict=True)
+    lambda_alpha = None if lambda_alpha is None else _real("lambda_alpha", lambda_alpha, 0.0)
+    lambda_tv = None if lambda_tv is None else _real("lambda_tv", lambda_tv, 0.0)
+    lambda_alpha, lambda_tv, sources = _lambdas(representation, sigma, H, W, alpha, beta,
+                                                lambda_alpha, lambda_tv, B, a)
     segments = _schedule(learning_rate, iterations,
                          getattr(representation, "paper_schedule", CNN_SCHEDULE))
     total = sum(n for _, n in segments)
-    callback_every = max(1, int(callback_every))
+    if seed is None:  # draw one, so that the run can be repeated from options["seed"]
+        seed = int(np.random.SeedSequence().entropy)
 
     # random starts, each scaled to unit norm
     rng = np.random.default_rng(seed)
@@ -199,9 +355,19 @@ def invert(representation, target, *, image_shape, sigma=None, alpha=6.0, beta=2
     # NumPy from warning about it first.
     with np.errstate(over="ignore", invalid="ignore"):
         _descend(obj, x, velocity, hist, segments, momentum, callback, callback_every)
+        # the last update is not followed by an evaluation: check where it led
+        if not bool(xp.isfinite(x).all()):
+            raise _diverged(obj, hist, total, segments[-1][0], momentum,
+                            f"the image became NaN/Inf after the last update (iteration {total})")
+        final = obj.value(x)
+        e_host = _host(final[0])
+        if not np.isfinite(e_host).all():
+            raise _diverged(obj, hist, total, segments[-1][0], momentum,
+                            f"the objective became {e_host[~np.isfinite(e_host)][0]} after the "
+                            f"last update (iteration {total})")
+    err = xp.sqrt(final[1])
 
     # final images and errors
-    err = xp.sqrt(obj.data_term(x))
     pixels = sigma * x
     deprocess = getattr(representation, "deprocess", None)
     if deprocess is not None:
@@ -211,13 +377,36 @@ def invert(representation, target, *, image_shape, sigma=None, alpha=6.0, beta=2
     images = images.get() if hasattr(images, "get") and not isinstance(images, np.ndarray) else images
     hist = hist.get() if xp is not np else hist
     err = err.get() if xp is not np else err
-    options = dict(image_shape=(H, W, C), sigma=sigma, alpha=float(alpha), beta=float(beta),
-                   lambda_alpha=lambda_alpha, lambda_tv=lambda_tv, momentum=float(momentum),
-                   learning_rate=[list(s) for s in segments], iterations=total,
-                   restarts=restarts, seed=seed, masked=mask is not None, tv_floor=tv_floor)
+    options = dict(image_shape=(H, W, C), sigma=sigma, alpha=alpha, beta=beta,
+                   lambda_alpha=lambda_alpha, lambda_tv=lambda_tv, lambda_sources=sources,
+                   B=None if B is None else float(B), a=None if a is None else float(a),
+                   momentum=momentum, learning_rate=[list(s) for s in segments],
+                   iterations=total, restarts=restarts, seed=seed,
+                   callback_every=callback_every, masked=mask is not None,
+                   mask=_mask_record(mask), tv_floor=tv_floor)
     return InversionResult(images=np.ascontiguousarray(images, dtype=np.float32), x=x,
                            objective=hist[0], data=hist[1], alpha_term=hist[2], tv_term=hist[3],
                            feature_error=np.asarray(err), options=options)
+
+
+def _diverged(obj, hist, it, rate, momentum, what):
+    """InversionDiverged saying what happened by iteration ``it`` and which setting to lower:
+    lambda_tv when its term alone is unstable at this rate, lambda_alpha when its term was
+    the largest at the last finite objective, else the learning rate."""
+    limit = _tv_rate_limit(obj.lambda_tv, obj.beta, momentum)
+    if limit is not None and rate >= limit:
+        advice = (f"lambda_tv={obj.lambda_tv:g} is too large for learning rate {rate:g} (descent "
+                  f"on the TV term alone is stable only below rate {limit:.3g}): rerun with a "
+                  "smaller learning_rate or lambda_tv")
+    else:
+        advice = "rerun with a smaller learning_rate"
+        h = _host(hist[:, :it])  # off the loop: the transfer no longer matters
+        ok = np.flatnonzero(np.isfinite(h[0]).all(axis=1))
+        if ok.size and obj.lambda_alpha > 0:
+            data, ra, rt = (h[k, ok[-1]].max() for k in (1, 2, 3))
+            if ra > max(data, rt):
+                advice += f" or lambda_alpha (={obj.lambda_alpha:g}, the largest term)"
+    return InversionDiverged(f"{what} (learning rate {rate:g}); {advice}")
 
 
 def _descend(obj, x, velocity, hist, segments, momentum, callback, callback_every):
@@ -226,7 +415,9 @@ def _descend(obj, x, velocity, hist, segments, momentum, callback, callback_ever
     total = hist.shape[1]
     it = 0
     # Built-in representations draw their op outputs from one workspace that every
-    # iteration reuses, so the loop allocates no image- or code-sized arrays.
+    # iteration reuses, so the loop allocates no image- or code-sized arrays. Inside
+    # it, their input checks on a GPU skip the host transfer (_backend.check_finite):
+    # a NaN image makes the objective NaN, which the check every k iterations catches.
     ws = ops.Workspace() if getattr(obj.rep, "reuses_outputs", False) else None
     with ops.reusing(ws) if ws is not None else contextlib.nullcontext():
         for rate, count in segments:
@@ -240,10 +431,8 @@ def _descend(obj, x, velocity, hist, segments, momentum, callback, callback_ever
                 except ValueError:
                     # a representation that checks its input refuses a diverged image
                     if not bool(xp.isfinite(x).all()):
-                        raise InversionDiverged(
-                            f"the image became NaN/Inf by iteration {it} (learning rate "
-                            f"{rate:g}); rerun with a smaller learning_rate or lambda_alpha"
-                        ) from None
+                        raise _diverged(obj, hist, it, rate, momentum,
+                                        f"the image became NaN/Inf by iteration {it}") from None
                     raise
                 for k in range(4):
                     hist[k, it] = terms[k]
@@ -257,10 +446,9 @@ def _descend(obj, x, velocity, hist, segments, momentum, callback, callback_ever
                     e = hist[0, it - 1]
                     e_host = e.get() if xp is not np else e
                     if not np.isfinite(e_host).all():
-                        raise InversionDiverged(
-                            f"the objective became {e_host[~np.isfinite(e_host)][0]} by "
-                            f"iteration {it} (learning rate {rate:g}); rerun with a smaller "
-                            "learning_rate or lambda_alpha")
+                        raise _diverged(obj, hist, it, rate, momentum,
+                                        f"the objective became "
+                                        f"{e_host[~np.isfinite(e_host)][0]} by iteration {it}")
                     if callback is not None and (it % callback_every == 0 or it == total):
                         callback(it, np.array(e_host))
 
@@ -272,7 +460,12 @@ class _Objective:
                  tv_floor):
         xp = _backend.array_module(x)
         self.rep, self.xp, self.sigma = rep, xp, float(sigma)
-        self.alpha, self.beta, self.tv_floor = float(alpha), float(beta), float(tv_floor)
+        self.alpha, self.beta = float(alpha), float(beta)
+        # tv_floor is in pixel units; the op sees the scaled image x = pixels / sigma
+        self.tv_floor = float(tv_floor) / self.sigma ** 2
+        if not self.tv_floor >= 1e-37:  # float32 normal range, with a margin
+            raise ValueError(f"tv_floor / sigma^2 = {self.tv_floor:g} underflows float32: give "
+                             "a larger tv_floor")
         self.lambda_alpha, self.lambda_tv = float(lambda_alpha), float(lambda_tv)
         code_shape = tuple(rep.forward(self.sigma * x).shape[1:])
         t = xp.asarray(target).astype(xp.float32)
@@ -287,11 +480,17 @@ class _Objective:
         self.m = None
         if mask is not None:
             m = xp.asarray(mask).astype(xp.float32)
+            if m.ndim == len(code_shape) + 1 and m.shape[0] == 1:
+                m = m[0]  # a batch dimension of 1, as the target may have
+            if not bool(xp.isfinite(m).all()):
+                raise ValueError("mask contains NaN or Inf")
             try:
                 self.m = xp.broadcast_to(m, code_shape).copy()
             except ValueError:
                 raise ValueError(f"mask of shape {tuple(m.shape)} does not broadcast to the "
                                  f"code shape {code_shape}") from None
+            if not bool((self.m != 0).any()):
+                raise ValueError("mask is all zeros: no element of the code is in the loss")
             t = t * self.m
         self.t = t
         self.t_norm2 = float((t.astype(xp.float64) ** 2).sum())
@@ -312,6 +511,13 @@ class _Objective:
     def data_term(self, x):
         r = self._residual(x)
         return (r.astype(self.xp.float64) ** 2).reshape(x.shape[0], -1).sum(axis=1) / self.t_norm2
+
+    def value(self, x):
+        """(E, data, lambda_alpha*R_alpha, lambda_tv*R_tv) at x, each (N,) float64; no backward."""
+        data = self.data_term(x)
+        ra = self.lambda_alpha * ops.alpha_norm_forward(x, self.alpha)[0]
+        rt = self.lambda_tv * ops.tv_forward(x, self.beta, self.tv_floor)[0]
+        return data + ra + rt, data, ra, rt
 
     def evaluate(self, x):
         """-> ((E, data, lambda_alpha*R_alpha, lambda_tv*R_tv) each (N,) float64, dE/dx).
@@ -348,10 +554,13 @@ def objective(representation, target, x, *, sigma, alpha=6.0, beta=2.0, lambda_a
     """E(x) of :func:`invert` and its gradient, for a batch x (N, C, H, W) of scaled images.
 
     Returns ((E, data, lambda_alpha*R_alpha, lambda_tv*R_tv), dE/dx), each term (N,) float64.
-    Useful to check gradients or to drive another optimiser.
+    ``tv_floor`` is in pixel units, as in :func:`invert`. Useful to check gradients or to
+    drive another optimiser.
     """
-    obj = _Objective(representation, target, x, sigma, alpha, beta, lambda_alpha, lambda_tv,
-                     mask, tv_floor)
+    obj = _Objective(representation, target, x, _real("sigma", sigma, 0.0, strict=True),
+                     _real("alpha", alpha, 1.0), _real("beta", beta, 0.0, strict=True),
+                     _real("lambda_alpha", lambda_alpha, 0.0), _real("lambda_tv", lambda_tv, 0.0),
+                     mask, _real("tv_floor", tv_floor, 0.0, strict=True))
     return obj.evaluate(x)
 
 
@@ -367,30 +576,76 @@ def mean_pairwise_distance(codes, squared: bool = False) -> float:
     return float(d2.mean() if squared else np.sqrt(d2).mean())
 
 
-def reconstruction_error(reconstructed, original, codes=None, squared: bool = False):
-    """Error of reconstructions in code space, one value per row.
+def reconstruction_error(reconstructed, original, codes=None, squared: bool = False, *,
+                         batched: bool | None = None):
+    """Error of reconstructions in code space: one value per reconstructed code.
 
-    ``reconstructed`` and ``original`` are codes Phi(x*) and Phi(x0) of shape (N, ...) (or a
-    single code). With ``codes`` (the codes of the whole image set, (M, ...)) this is the
-    paper's metric ||Phi(x*) - Phi(x0)|| / N_Phi, N_Phi the mean pairwise distance between the
-    set's codes (:func:`mean_pairwise_distance`); with ``squared`` the authors' script's variant
-    ||.||^2 / mean squared distance. Without ``codes`` it is ||Phi(x*) - Phi(x0)|| / ||Phi(x0)||.
+    Without ``codes`` it is ||Phi(x*) - Phi(x0)|| / ||Phi(x0)||; with ``codes`` (the codes of
+    the whole image set, (M, ...) or a list of M codes) it is the paper's metric
+    ||Phi(x*) - Phi(x0)|| / N_Phi, N_Phi the mean pairwise distance between the set's codes
+    (:func:`mean_pairwise_distance`); with ``squared`` the authors' script's variant
+    ||.||^2 / ||Phi(x0)||^2, or ||.||^2 / the mean squared distance.
+
+    Args:
+        reconstructed: codes Phi(x*), a batch (N, ...) (e.g. one per restart) or one code.
+        original: Phi(x0), either one code per reconstructed one (N, ...) or a single code
+            ((...) or (1, ...)) that every reconstructed code is compared with.
+        codes: the image set's codes, for the paper's normaliser.
+        batched: whether ``reconstructed`` has a batch dimension. Default: an array of the
+            shape of one code of ``codes`` is one code; without ``codes``, arrays of two or
+            more dimensions are batches and 1-D arrays one code (so give ``batched=False``
+            for one unbatched code such as :func:`invert_native.hog`'s (h, w, D)).
+
+    Returns:
+        (N,) float64 for a batch, a float for one code.
+
+    Raises:
+        ValueError: shapes that do not agree; a zero normaliser (an all-zero original code,
+        or a set of identical codes, N_Phi = 0).
     """
     rec = np.asarray(_host(reconstructed), np.float64)
     orig = np.asarray(_host(original), np.float64)
-    if rec.shape != orig.shape:
-        raise ValueError(f"reconstructed codes {rec.shape} and original codes {orig.shape} "
-                         "differ in shape")
-    if rec.ndim == 0:
-        raise ValueError("codes must be arrays")
-    rec2 = rec.reshape(rec.shape[0], -1) if rec.ndim > 1 else rec.reshape(1, -1)
-    orig2 = orig.reshape(rec2.shape)
+    if rec.ndim == 0 or orig.ndim == 0:
+        raise ValueError("codes must be arrays, not scalars")
+    code_shape = None
+    if codes is not None:
+        if isinstance(codes, (list, tuple)):
+            codes = [_host(c) for c in codes]
+        codes = np.asarray(_host(codes), np.float64)
+        if codes.ndim < 2:
+            raise ValueError(f"codes must be the set's codes (M, ...), got shape {codes.shape}")
+        code_shape = codes.shape[1:]
+    single = (rec.shape == code_shape if code_shape is not None else rec.ndim == 1) \
+        if batched is None else not batched
+    if not single and rec.ndim < 2:
+        raise ValueError(f"reconstructed has shape {rec.shape}: a batch needs (N, ...)")
+    one = rec.shape if single else rec.shape[1:]
+    if code_shape is not None and one != code_shape:
+        raise ValueError(f"reconstructed codes have shape {one} but the set's codes have shape "
+                         f"{code_shape}")
+    rec2 = rec.reshape(-1, int(np.prod(one)))
+    if orig.shape in (one, (1,) + one):
+        orig2 = orig.reshape(1, -1)  # one original for every reconstruction
+    elif orig.shape == (rec2.shape[0],) + one and not single:
+        orig2 = orig.reshape(rec2.shape)
+    else:
+        raise ValueError(f"original codes of shape {orig.shape} match neither one code of "
+                         f"shape {one} nor the {rec2.shape[0]} reconstructed codes "
+                         f"{(rec2.shape[0],) + one}")
     d2 = ((rec2 - orig2) ** 2).sum(axis=1)
     if codes is not None:
         n = mean_pairwise_distance(codes, squared)
-        return d2 / n if squared else np.sqrt(d2) / n
-    o2 = (orig2 ** 2).sum(axis=1)
-    return d2 / o2 if squared else np.sqrt(d2 / o2)
+        if not n > 0.0:
+            raise ValueError("the set's codes are all identical (N_Phi = 0): the paper's "
+                             "metric is undefined")
+        err = d2 / n if squared else np.sqrt(d2) / n
+    else:
+        o2 = (orig2 ** 2).sum(axis=1)
+        if not (o2 > 0.0).all():
+            raise ValueError("an original code is all zeros: ||Phi(x0)|| = 0 normalises "
+                             "nothing (give codes= for the paper's N_Phi)")
+        err = d2 / o2 if squared else np.sqrt(d2 / o2)
+    return float(err[0]) if single else err
 
 
 def _host(a):
