@@ -17,13 +17,16 @@ def cp():
 
 @pytest.mark.parametrize("beta", [1.0, 1.5, 2.0, 3.0])
 @pytest.mark.parametrize("shape", [(1, 1, 5, 7), (3, 3, 17, 13), (2, 3, 227, 227)])
-def test_tv_cuda_matches_cpu(cp, beta, shape):
-    x = np.random.default_rng(int(beta * 7) + shape[2]).standard_normal(shape).astype(np.float32)
-    v, g = ops.tv_forward(x, beta)
-    vg, gg = ops.tv_forward(cp.asarray(x), beta)
+@pytest.mark.parametrize("scale, floor", [(1.0, 1e-5), (1e-3, 1e-5), (1e-3, 1e-14)])
+def test_tv_cuda_matches_cpu(cp, beta, shape, scale, floor):
+    """Unit scale, and 1e-3 with the floor binding (1e-5) or not (1e-14, as invert passes)."""
+    rng = np.random.default_rng(int(beta * 7) + shape[2])
+    x = (rng.standard_normal(shape) * scale).astype(np.float32)
+    v, g = ops.tv_forward(x, beta, floor)
+    vg, gg = ops.tv_forward(cp.asarray(x), beta, floor)
     assert isinstance(gg, cp.ndarray) and isinstance(vg, cp.ndarray)
-    assert_close(vg.get(), v, rtol=1e-5)
-    assert_close(gg.get(), g)
+    assert_close(vg.get(), v, rtol=1e-5, atol=0.0)
+    assert_close(gg.get(), g, atol=0.0)  # the gradient shrinks with the scale: relative only
 
 
 @pytest.mark.parametrize("alpha", [1.0, 2.0, 6.0])
@@ -83,3 +86,18 @@ def test_cuda_path_frees_what_it_allocates(cp):
     assert pool.used_bytes() <= used and pool.total_bytes() <= total
     # nothing allocated outside CuPy's pool (the native core allocates no device memory)
     assert cp.cuda.runtime.memGetInfo()[0] >= free_before - 2**20
+
+
+def test_gpu_loop_catches_divergence_without_input_checks(cp):
+    """Inside invert's loop HOG's input check makes no host transfer on the GPU; a NaN image
+    is still caught through the objective, in the loop or after the last update."""
+    hog = inv.HOG(texture=False)
+    x0 = (np.random.default_rng(0).random((1, 1, 48, 64)) * 255 - 128).astype(np.float32)
+    t = hog.forward(cp.asarray(x0))
+    with pytest.raises(inv.InversionDiverged, match=r"by iteration \d+"):
+        inv.invert(hog, t, image_shape=(48, 64, 1), learning_rate=1e30, iterations=30)
+    with pytest.raises(inv.InversionDiverged, match=r"after the last update \(iteration 6\)"):
+        inv.invert(hog, t, image_shape=(48, 64, 1), learning_rate=[(0.004, 5), (1e30, 1)])
+    # calls outside invert still refuse non-finite images
+    with pytest.raises(ValueError, match="NaN"):
+        hog.forward(cp.full((1, 1, 48, 64), cp.nan, cp.float32))
