@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import os
+import platform
+import re
 import sys
 import time
 import warnings
@@ -659,7 +660,7 @@ def _sweep_shallow(run: Run, section: ShallowSection, args, outer) -> None:
                     if args.debug:
                         raise
                     inv = None
-                    _record_failure(run, args, stem, f"{name} {rep_name}", exc,
+                    _record_failure(run, stem, f"{name} {rep_name}", exc,
                                     lambda status, msg: section.add_failure(name, rep_name,
                                                                             status, msg))
             if inv is not None:
@@ -703,7 +704,7 @@ def _sweep_deep(run: Run, section: DeepSection, args, outer) -> None:
                     if args.debug:
                         raise
                     inv = None
-                    _record_failure(run, args, stem, what, exc, fail)
+                    _record_failure(run, stem, what, exc, fail)
             if inv is not None:
                 with deferred_interrupt():
                     if len(inv.reconstructions) == 1:
@@ -736,10 +737,10 @@ def _restore(run: Run, stem: str, what: str, add, add_failure) -> bool:
     return True
 
 
-def _record_failure(run: Run, args, stem: str, what: str, exc: Exception, add_failure) -> None:
+def _record_failure(run: Run, stem: str, what: str, exc: Exception, add_failure) -> None:
     """A diverged or failed inversion: warn, record it in the tables and in its .npz."""
     status = _status(exc)
-    message = _diverged(exc, args) if status == "diverged" else _one_line(exc)
+    message = _diverged(exc) if status == "diverged" else _one_line(exc)
     if status == "failed" and not isinstance(exc, ValueError):  # unexpected: say what it was
         message = f"{type(exc).__name__}: {message}"
     run.failed += 1
@@ -776,19 +777,16 @@ def _stretch(schedule, iterations):
     return [(r, c - p) for (r, _), c, p in zip(schedule, cuts, [0] + cuts[:-1]) if c > p]
 
 
-def _diverged(exc, args) -> str:
-    """A diverged inversion in the command line's terms: what happened (invert's message up
-    to its advice, which names API arguments) and the options that would help."""
-    what = str(exc).split(";")[0].strip() or "the objective became NaN or Inf"
-    tips = [f"a --learning-rate below {args.learning_rate:g}" if args.learning_rate
-            else "a --learning-rate below the paper's 0.004"]
-    lam = getattr(args, "lambda_tv", None)
-    if lam is not None:
-        lams = lam if isinstance(lam, list) else [lam]
-        tips.append(f"a smaller --lambda-tv ({', '.join(f'{v:g}' for v in lams)} too large?)")
-    if args.lambda_alpha is not None:
-        tips.append(f"a smaller --lambda-alpha ({args.lambda_alpha:g} too large?)")
-    return f"the inversion diverged: {what}; try {' or '.join(tips)}"
+def _diverged(exc) -> str:
+    """A diverged inversion in the command line's terms: invert()'s message, which says what
+    happened and which setting to lower, with its argument names turned into the options."""
+    text = _one_line(exc)
+    for name, option in (("learning_rate", "--learning-rate"), ("lambda_tv", "--lambda-tv"),
+                         ("lambda_alpha", "--lambda-alpha")):
+        text = re.sub(rf"\b{name}\b", option, text)
+    if "--" not in text:  # no advice in the message
+        text += "; rerun with a smaller --learning-rate (the schedule starts at 0.004)"
+    return f"the inversion diverged: {text}"
 
 
 def _status(exc) -> str:
@@ -999,7 +997,7 @@ def _cmd_invert(args) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except InversionDiverged as exc:
-        print(f"invert-native: error: {_diverged(exc, args)}", file=sys.stderr)
+        print(f"invert-native: error: {_diverged(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except ValueError as exc:
         if "all zeros" in str(exc):
