@@ -395,9 +395,9 @@ def _diverged(obj, hist, it, rate, momentum, what):
     the largest at the last finite objective, else the learning rate."""
     limit = _tv_rate_limit(obj.lambda_tv, obj.beta, momentum)
     if limit is not None and rate >= limit:
-        advice = (f"lambda_tv={obj.lambda_tv:g} is too large for learning rate {rate:g} (descent "
-                  f"on the TV term alone is stable only below rate {limit:.3g}): rerun with a "
-                  "smaller learning_rate or lambda_tv")
+        advice = (f"rerun with a smaller learning_rate (below {limit:.3g}) or lambda_tv (below "
+                  f"{obj.lambda_tv * limit / rate:.3g}): with lambda_tv={obj.lambda_tv:g}, descent "
+                  "on the TV term alone is unstable at this rate")
     else:
         advice = "rerun with a smaller learning_rate"
         h = _host(hist[:, :it])  # off the loop: the transfer no longer matters
