@@ -229,6 +229,8 @@ def strict(value, where="", found=None):
         return [strict(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
     if isinstance(value, (bool, int, str)) or value is None:
         return value
+    if isinstance(value, np.bool_):
+        return bool(value)
     try:
         f = float(value)  # NumPy scalars too
     except (TypeError, ValueError):

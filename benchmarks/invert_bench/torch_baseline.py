@@ -219,7 +219,8 @@ class TorchDSIFT:
         self.sx, self.sy = (c.step, c.step) if np.isscalar(c.step) else c.step
         self.ny, self.nx, self.x0, self.y0 = dsift_geometry(c, H, W)
         b = self.b
-        tri = np.array([(b - abs(u)) / b for u in range(-b + 1, b)], np.float32)
+        # unit-integral triangles (b - |u|) / b^2, as ours; sample() multiplies b^2 back
+        tri = np.array([(b - abs(u)) / (b * b) for u in range(-b + 1, b)], np.float32)
         tri = torch.from_numpy(tri).to(device)
         self.tri_y = tri.view(1, 1, -1, 1).repeat(self.K, 1, 1, 1)
         self.tri_x = tri.view(1, 1, 1, -1).repeat(self.K, 1, 1, 1)
@@ -284,7 +285,10 @@ class TorchDSIFT:
             for bx in range(self.nbin):
                 x = self.x0 + bx * self.b
                 part = rows[:, :, :, x:x + (self.nx - 1) * self.sx + 1:self.sx]
-                parts.append(part * _f32(np.float32(self.wmean[bx]) * np.float32(self.wmean[by])))
+                # VLFeat's window weights (mean * bin_size), in float32 as ours
+                w = (np.float32(self.wmean[bx]) * np.float32(self.b)) * \
+                    (np.float32(self.wmean[by]) * np.float32(self.b))
+                parts.append(part * _f32(w))
         d = torch.stack(parts, 1)  # (N, bins, K, ny, nx): channel (by*nbin + bx)*K + t
         return d.flatten(1, 2)
 
