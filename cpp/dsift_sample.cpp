@@ -29,7 +29,7 @@ void dsift_sample_backward(const DsiftParams& p, const float* dd, float* ds) {
             for (index_t i = 0; i < plane; ++i) dst[i] = 0.0f;
             for (index_t by = 0; by < p.nbin; ++by)
                 for (index_t bx = 0; bx < p.nbin; ++bx) {
-                    const float w = p.window_mean[bx] * p.window_mean[by];
+                    const float w = dsift_bin_weight(p, bx, by);
                     const float* src = dd + (n * D + (by * p.nbin + bx) * p.K + t) * F;
                     for (index_t fy = 0; fy < p.ny; ++fy) {
                         float* row = dst + (p.y0 + fy * p.step_y + by * p.bin_size) * p.W +

@@ -41,15 +41,17 @@ void bind_dsift_cuda(py::module_& m) {
           },
           "Internal: gradient of dsift_gradient_forward (overwrites dx).");
     m.def("dsift_triangle_forward",
-          [](ptr_t x, ptr_t y, index_t axis, DSIFT_HYPER_ARGS, ptr_t stream) {
+          [](ptr_t x, ptr_t y, ptr_t work, index_t axis, DSIFT_HYPER_ARGS, ptr_t stream) {
               const auto p = dsift_params_of(DSIFT_HYPER_PASS);
               const DsiftAxis a = make_dsift_axis(axis);
               const float* xp = as_ptr<const float>(x, "x");
               float* yp = as_ptr<float>(y, "y");
+              float* wp = as_ptr<float>(work, "work");
               py::gil_scoped_release nogil;
-              launch_dsift_triangle_forward(p, a, xp, yp, as_stream(stream));
+              launch_dsift_triangle_forward(p, a, xp, yp, wp, as_stream(stream));
           },
-          "Internal: triangular filter along one axis.");
+          "Internal: triangular filter along one axis (work: dsift_triangle_workspace_size "
+          "floats).");
     m.def("dsift_triangle_backward",
           [](ptr_t dy, ptr_t dx, index_t axis, DSIFT_HYPER_ARGS, ptr_t stream) {
               const auto p = dsift_params_of(DSIFT_HYPER_PASS);

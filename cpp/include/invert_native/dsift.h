@@ -30,8 +30,8 @@ namespace invert_native {
 constexpr int kDsiftMaxBins = 16;
 // VLFeat's VL_EPSILON_F, added to every descriptor norm.
 constexpr float kDsiftEps = 1.19209290e-07f;
-// VLFeat's vl_fast_sqrt_f returns 0 below this squared magnitude.
-constexpr float kDsiftSqrtFloor = 1e-8f;
+// VLFeat's vl_fast_sqrt_f returns 0 below this (compared in double).
+constexpr double kDsiftSqrtFloor = 1e-8;
 
 struct DsiftParams {
     index_t N, H, W;          // image x [N, 1, H, W]
@@ -65,7 +65,9 @@ inline float dsift_window_mean(index_t bin_size, index_t nbin, index_t i, double
 
 // Validates the geometry and derives the frame grid as vl_dsift does: frames
 // start at (xmin, ymin) and step while the last bin centre stays <= (xmax, ymax).
-// Bounds < 0 mean the image edge (xmin = ymin = 0, xmax = W-1, ymax = H-1).
+// Bounds reaching past the image are clamped to it, as MATLAB's vl_dsift does
+// (xmin, ymin >= 0; xmax <= W-1, ymax <= H-1); xmax or ymax < 0 mean the image
+// edge (no bounds).
 inline DsiftParams make_dsift_params(index_t N, index_t H, index_t W, index_t K, index_t nbin,
                                      index_t bin_size, index_t step_x, index_t step_y,
                                      index_t xmin, index_t ymin, index_t xmax, index_t ymax,
@@ -86,13 +88,14 @@ inline DsiftParams make_dsift_params(index_t N, index_t H, index_t W, index_t K,
     require(clamp > 0.0 && std::isfinite(clamp), "dsift: clamp must be positive and finite");
     require(H >= 2 && W >= 2, "dsift: the image must be at least 2x2 pixels, got " + str(H) +
                                   "x" + str(W));
-    if (xmin < 0) xmin = 0;
-    if (ymin < 0) ymin = 0;
-    if (xmax < 0) xmax = W - 1;
-    if (ymax < 0) ymax = H - 1;
-    require(xmax < W && ymax < H && xmin <= xmax && ymin <= ymax,
-            "dsift: bounds (xmin, ymin, xmax, ymax) = (" + str(xmin) + ", " + str(ymin) + ", " +
-                str(xmax) + ", " + str(ymax) + ") must lie within the " + str(H) + "x" + str(W) +
+    const index_t bx0 = xmin, by0 = ymin, bx1 = xmax, by1 = ymax;
+    xmin = xmin < 0 ? 0 : xmin;
+    ymin = ymin < 0 ? 0 : ymin;
+    xmax = xmax < 0 || xmax > W - 1 ? W - 1 : xmax;
+    ymax = ymax < 0 || ymax > H - 1 ? H - 1 : ymax;
+    require(xmin <= xmax && ymin <= ymax,
+            "dsift: bounds (xmin, ymin, xmax, ymax) = (" + str(bx0) + ", " + str(by0) + ", " +
+                str(bx1) + ", " + str(by1) + ") leave no pixel of the " + str(H) + "x" + str(W) +
                 " image");
     const index_t span = (nbin - 1) * bin_size;  // first to last bin centre
     const index_t range_x = xmax - xmin - span, range_y = ymax - ymin - span;
@@ -118,6 +121,13 @@ inline DsiftParams make_dsift_params(index_t N, index_t H, index_t W, index_t K,
 // Which image axis dsift_triangle filters.
 enum class DsiftAxis : int { H = 2, W = 3 };
 
+// Floats of running sums the CUDA triangle forward needs: (n + bin_size) per
+// line, n the line's length.
+inline index_t dsift_triangle_workspace_size(const DsiftParams& p, DsiftAxis axis) {
+    const index_t n = axis == DsiftAxis::H ? p.H : p.W, lines = p.N * p.K * (p.H * p.W / n);
+    return lines * (n + p.bin_size);
+}
+
 inline DsiftAxis make_dsift_axis(index_t axis) {
     detail::require(axis == 2 || axis == 3,
                     "dsift_triangle: axis must be 2 (H) or 3 (W), got " + detail::str(axis));
@@ -137,8 +147,10 @@ void dsift_gradient_backward(const DsiftParams& p,
                              const float* dh,  // [N, K, H, W]
                              float* dx);       // [N, 1, H, W] (overwritten)
 
-// Unit-height triangular filter 1 - |u|/bin_size, |u| < bin_size, along one
-// axis, with the image edge replicated (VLFeat's VL_PAD_BY_CONTINUITY).
+// Unit-integral triangular filter (bin_size - |u|) / bin_size^2, |u| < bin_size,
+// along one axis, with the image edge replicated (VLFeat's
+// VL_PAD_BY_CONTINUITY), computed as vl_imconvcoltri_f does (running sums
+// along whole lines: dsift_triangle_lines).
 void dsift_triangle_forward(const DsiftParams& p, DsiftAxis axis,
                             const float* x,  // [N, K, H, W]
                             float* y);       // [N, K, H, W]
@@ -148,7 +160,8 @@ void dsift_triangle_backward(const DsiftParams& p, DsiftAxis axis,
                              float* dx);       // [N, K, H, W] (overwritten)
 
 // Descriptor assembly: d[n, (by*nbin + bx)*K + t, fy, fx] =
-// window_mean[bx] * window_mean[by] * s[n, t, y0 + fy*step_y + by*bin_size, x0 + fx*step_x + bx*bin_size].
+// w(bx, by) * s[n, t, y0 + fy*step_y + by*bin_size, x0 + fx*step_x + bx*bin_size],
+// w(bx, by) = (window_mean[bx] * bin_size) * (window_mean[by] * bin_size).
 void dsift_sample_forward(const DsiftParams& p,
                           const float* s,  // [N, K, H, W]
                           float* d);       // [N, D, ny, nx]
@@ -158,8 +171,8 @@ void dsift_sample_backward(const DsiftParams& p,
                            float* ds);       // [N, K, H, W] (overwritten)
 
 // Per descriptor: u = d / (|d| + eps), v = min(u, clamp), y = v / (|v| + eps)
-// (y = v without second_l2). norms keeps |d| and |v| (0 where VLFeat's fast
-// sqrt would return 0) for backward.
+// (y = v without second_l2), |.| VLFeat's fast sqrt of the sum of squares.
+// norms keeps |d| and |v| (0 below the fast sqrt's floor) for backward.
 void dsift_normalize_forward(const DsiftParams& p,
                              const float* d,  // [N, D, ny, nx]
                              float* y,        // [N, D, ny, nx]
@@ -179,8 +192,9 @@ void launch_dsift_gradient_forward(const DsiftParams& p, const float* x, float* 
                                    CUstream_st* stream);
 void launch_dsift_gradient_backward(const DsiftParams& p, const float* x, const float* dh,
                                     float* dx, CUstream_st* stream);
+// workspace: dsift_triangle_workspace_size floats (the running sums of every line).
 void launch_dsift_triangle_forward(const DsiftParams& p, DsiftAxis axis, const float* x, float* y,
-                                   CUstream_st* stream);
+                                   float* workspace, CUstream_st* stream);
 void launch_dsift_triangle_backward(const DsiftParams& p, DsiftAxis axis, const float* dy,
                                     float* dx, CUstream_st* stream);
 void launch_dsift_sample_forward(const DsiftParams& p, const float* s, float* d,

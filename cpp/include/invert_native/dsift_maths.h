@@ -1,15 +1,19 @@
 // Per-element maths of the dense SIFT ops (dsift.h), shared by the CPU loops
 // (cpp/dsift_*.cpp) and the CUDA kernels (cuda/dsift_*.cu).
 //
-// Numerics follow VLFeat 0.9.21's vl_dsift_process (vl/dsift.c): float
-// arithmetic, its gradient stencil, its fast atan2 (a rational function, so
-// it has an exact derivative, used by backward), its squared-magnitude floor
-// of 1e-8 below which the gradient and the descriptor norms count as 0. Where
-// VLFeat uses the bit-trick vl_fast_sqrt_f we take sqrtf: the two agree to
-// about 5e-6 relative (two Newton steps) and sqrtf has a clean derivative.
+// Forward numerics are VLFeat 0.9.21's vl_dsift_process (vl/dsift.c, the flat
+// window) operation for operation, so that descriptors come out bit-identical
+// to libvl's: its gradient stencil, fast atan2 and bit-trick fast sqrt, the
+// angle quantisation in double, the triangular filter through running sums
+// (vl_imconvcoltri_f), the window weights and the normalisation with its
+// floors. Both backends are built without fused multiply-adds (CMakeLists.txt).
+// Backward differentiates the smooth functions these compute: the fast atan2
+// is a rational function (exact derivative), the fast sqrt counts as sqrt, the
+// running sums as the triangular filter they evaluate.
 #pragma once
 
 #include <cmath>
+#include <cstring>
 
 #include "invert_native/dsift.h"
 #include "invert_native/maths.h"
@@ -37,6 +41,31 @@ INV_HD void dsift_image_gradient(const float* xp, index_t H, index_t W, index_t 
     else *gy = 0.5f * (xp[(y + 1) * W + x] - xp[(y - 1) * W + x]);
 }
 
+// VLFeat's vl_fast_sqrt_f: 0 below 1e-8 (compared in double), else x times
+// the bit-trick reciprocal square root refined by two Newton steps (relative
+// error up to ~5e-6 against sqrtf), in VLFeat's order of operations.
+constexpr double kDsiftPiD = 3.141592653589793;  // VL_PI
+
+INV_HD float dsift_fast_sqrt(float x) {
+    int bits;
+#if defined(__CUDA_ARCH__)
+    bits = __float_as_int(x);
+#else
+    std::memcpy(&bits, &x, sizeof bits);
+#endif
+    bits = 0x5f3759df - (bits >> 1);
+    float r;
+#if defined(__CUDA_ARCH__)
+    r = __int_as_float(bits);
+#else
+    std::memcpy(&r, &bits, sizeof r);
+#endif
+    const float xhalf = 0.5f * x;
+    r = r * (1.5f - xhalf * r * r);
+    r = r * (1.5f - xhalf * r * r);
+    return double(x) < kDsiftSqrtFloor ? 0.0f : x * r;
+}
+
 // VLFeat's vl_fast_atan2_f(y, x) and its partial derivatives. The two
 // branches meet with equal value and slope at x = 0, and y enters through
 // sign(y) * f(|y|), so the function is C1 away from the origin; at y = 0 it
@@ -57,7 +86,7 @@ INV_HD float dsift_fast_atan2(float y, float x, float* d_dy, float* d_dx) {
     } else {
         const float q = a - x;
         r = (x + a) / q;
-        base = 3.0f * kDsiftPi / 4.0f;
+        base = float(3.0 * kDsiftPiD / 4.0);
         dr_dx = 2.0f * a / (q * q);
         dr_da = -2.0f * x / (q * q);
     }
@@ -88,7 +117,9 @@ INV_HD float dsift_angle(const DsiftParams& p, float gx, float gy, float* d_dgx,
 
 // Bilinear orientation binning of one gradient: the magnitude goes to bins
 // b0 and b1 = b0 + 1 (mod K) with weights 1 - frac and frac. Also returns the
-// derivatives backward needs. mag = 0 below VLFeat's 1e-8 floor on |g|^2.
+// derivatives backward needs. mag is VLFeat's fast sqrt of |g|^2 (0 below its
+// 1e-8 floor); d mag / d g is that of the exact |g|. The angle is scaled to
+// bins in double, as VLFeat's angle * (K / (2 pi)).
 struct DsiftOrient {
     index_t b0, b1;
     float frac, mag;
@@ -101,20 +132,21 @@ INV_HD DsiftOrient dsift_orient(const DsiftParams& p, float gx, float gy) {
     const float m2 = gx * gx + gy * gy;
     float da_dgx, da_dgy;
     const float a = dsift_angle(p, gx, gy, &da_dgx, &da_dgy);
-    const float scale = float(p.K) / (2.0f * kDsiftPi);
-    const float nt = a * scale;
+    const float scale = float(p.K) / (2.0f * kDsiftPi);  // d nt / d angle
+    const float nt = float(double(a) * (double(p.K) / (2.0 * kDsiftPiD)));
     const float fb = floorf(nt);
     o.frac = nt - fb;
     index_t b = index_t(fb);
     o.b0 = ((b % p.K) + p.K) % p.K;  // nt can round up to exactly K
     o.b1 = (o.b0 + 1) % p.K;
-    if (m2 < kDsiftSqrtFloor) {
+    if (double(m2) < kDsiftSqrtFloor) {
         o.mag = 0.0f;
         o.dmag_dgx = o.dmag_dgy = 0.0f;
     } else {
-        o.mag = sqrtf(m2);
-        o.dmag_dgx = gx / o.mag;
-        o.dmag_dgy = gy / o.mag;
+        o.mag = dsift_fast_sqrt(m2);
+        const float exact = sqrtf(m2);
+        o.dmag_dgx = gx / exact;
+        o.dmag_dgy = gy / exact;
     }
     o.dfrac_dgx = scale * da_dgx;
     o.dfrac_dgy = scale * da_dgy;
@@ -194,35 +226,58 @@ INV_HD float dsift_gradient_gather_at(const DsiftParams& p, const float* dgx, co
 // -------------------------------------------------------------- triangle
 INV_HD index_t dsift_clampi(index_t i, index_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 
-// Unit-height triangle 1 - |u| / b for |u| < b, as the integer weight b - |u|;
-// the filters divide their sums by b once at the end.
+// Weight b - |u| of tap u of the triangle (0 for |u| >= b); the filter is
+// (b - |u|) / b^2 (unit integral, as vl_imconvcoltri_f), the division a final
+// multiplication by dsift_triangle_scale.
 INV_HD float dsift_tri(index_t u, index_t b) {
     const index_t a = u < 0 ? -u : u;
     return a < b ? float(b - a) : 0.0f;
 }
+INV_HD float dsift_triangle_scale(index_t b) { return float(1.0 / (double(b) * double(b))); }
 
-// Filtered sample i of a line of n samples `stride` floats apart, edge replicated.
-INV_HD float dsift_triangle_at(const float* v, index_t n, index_t stride, index_t b, index_t i) {
-    float acc = 0.0f;
-    if (i - b + 1 >= 0 && i + b - 1 < n) {  // window inside the line: no clamping
-        for (index_t u = -b + 1; u <= b - 1; ++u) acc += dsift_tri(u, b) * v[(i + u) * stride];
-    } else {
-        for (index_t u = -b + 1; u <= b - 1; ++u)
-            acc += dsift_tri(u, b) * v[dsift_clampi(i + u, n) * stride];
+// VLFeat's vl_imconvcoltri_f (filter size b, padding by continuity) on L lines
+// at once, sample i of lane j at src[i * ss + j * sl], output at dst[i * ds +
+// j * dl]. Its running sums, step for step: integrate backward from the end of
+// the line (the first sample repeated b times below it), take differences b
+// apart (beyond the end: the last sum times the number of repeated samples),
+// integrate forward, difference b apart again and scale. Float rounding thus
+// depends on the whole line, as in VLFeat. buf holds (n + b) positions of L
+// lanes, position i (from -b) of lane j at buf[(i + b) * bs + j].
+INV_HD void dsift_triangle_lines(const float* src, index_t ss, index_t sl, float* dst, index_t ds,
+                                 index_t dl, index_t n, index_t L, index_t b, float* buf,
+                                 index_t bs) {
+    float* B = buf + b * bs;  // B[i * bs + j], i in [-b, n)
+    for (index_t j = 0; j < L; ++j) B[(n - 1) * bs + j] = src[(n - 1) * ss + j * sl];
+    for (index_t i = n - 2; i >= 0; --i)
+        for (index_t j = 0; j < L; ++j) B[i * bs + j] = B[(i + 1) * bs + j] + src[i * ss + j * sl];
+    for (index_t i = -1; i >= -b; --i)
+        for (index_t j = 0; j < L; ++j) B[i * bs + j] = B[(i + 1) * bs + j] + src[j * sl];
+    for (index_t i = -b; i < n - b; ++i)
+        for (index_t j = 0; j < L; ++j) B[i * bs + j] = B[i * bs + j] - B[(i + b) * bs + j];
+    for (index_t i = n - b; i < n; ++i) {
+        const float reps = float(n - b - i);
+        for (index_t j = 0; j < L; ++j)
+            B[i * bs + j] = B[i * bs + j] - B[(n - 1) * bs + j] * reps;
     }
-    return acc / float(b);
+    for (index_t i = -b + 1; i < n; ++i)
+        for (index_t j = 0; j < L; ++j) B[i * bs + j] += B[(i - 1) * bs + j];
+    const float scale = dsift_triangle_scale(b);
+    for (index_t i = 0; i < n; ++i)
+        for (index_t j = 0; j < L; ++j)
+            dst[i * ds + j * dl] = scale * (B[i * bs + j] - B[(i - b) * bs + j]);
 }
 
-// Transpose of dsift_triangle_at: sample i of the gradient gathers every output
-// q whose (clamped) window reads i. Inside the line that is tri(i - q); the
-// two end samples also collect the weights of the replicated padding.
+// Transpose of the triangular filter (b - |u|) / b^2 with the line's ends
+// replicated: sample i of the gradient gathers every output q whose (clamped)
+// window reads i. Inside the line that is tri(i - q); the two end samples also
+// collect the weights of the replicated padding.
 INV_HD float dsift_triangle_backward_at(const float* dv, index_t n, index_t stride, index_t b,
                                         index_t i) {
     const index_t q0 = imax(i - b + 1, index_t(0)), q1 = imin(i + b - 1, n - 1);
     float acc = 0.0f;
     if (i > 0 && i < n - 1) {
         for (index_t q = q0; q <= q1; ++q) acc += dsift_tri(i - q, b) * dv[q * stride];
-        return acc / float(b);
+        return acc * dsift_triangle_scale(b);
     }
     for (index_t q = q0; q <= q1; ++q) {
         float w = 0.0f;
@@ -230,10 +285,17 @@ INV_HD float dsift_triangle_backward_at(const float* dv, index_t n, index_t stri
             if (dsift_clampi(q + u, n) == i) w += dsift_tri(u, b);
         acc += w * dv[q * stride];
     }
-    return acc / float(b);
+    return acc * dsift_triangle_scale(b);
 }
 
 // ---------------------------------------------------------------- sample
+// Weight of spatial bin (bx, by): VLFeat's (mean_x * bin_size) * (mean_y *
+// bin_size), the bin size turning the unit-integral triangles into unit height.
+INV_HD float dsift_bin_weight(const DsiftParams& p, index_t bx, index_t by) {
+    const float b = float(p.bin_size);
+    return (p.window_mean[bx] * b) * (p.window_mean[by] * b);
+}
+
 // d[n, c, fy, fx] from the filtered maps s [N, K, H, W].
 INV_HD float dsift_sample_at(const DsiftParams& p, const float* s, index_t n, index_t c,
                              index_t fy, index_t fx) {
@@ -241,7 +303,7 @@ INV_HD float dsift_sample_at(const DsiftParams& p, const float* s, index_t n, in
     const index_t bx = bin % p.nbin, by = bin / p.nbin;
     const index_t y = p.y0 + fy * p.step_y + by * p.bin_size;
     const index_t x = p.x0 + fx * p.step_x + bx * p.bin_size;
-    return p.window_mean[bx] * p.window_mean[by] * s[((n * p.K + t) * p.H + y) * p.W + x];
+    return dsift_bin_weight(p, bx, by) * s[((n * p.K + t) * p.H + y) * p.W + x];
 }
 
 // Whether row y holds bin centres of any frame (most rows do not when step and
@@ -270,16 +332,17 @@ INV_HD float dsift_sample_backward_at(const DsiftParams& p, const float* dd, ind
             const index_t fx = tx / p.step_x;
             if (fx >= p.nx) continue;
             const index_t c = (by * p.nbin + bx) * p.K + t;
-            acc += p.window_mean[bx] * p.window_mean[by] * dd[(n * D + c) * F + fy * p.nx + fx];
+            acc += dsift_bin_weight(p, bx, by) * dd[(n * D + c) * F + fy * p.nx + fx];
         }
     }
     return acc;
 }
 
 // ------------------------------------------------------------- normalize
-// The norm VLFeat divides by: fast_sqrt(sum of squares) + eps, where the fast
-// sqrt is 0 below 1e-8. Returns the root part (0 below the floor).
-INV_HD float dsift_root(float sum_sq) { return sum_sq < kDsiftSqrtFloor ? 0.0f : sqrtf(sum_sq); }
+// The norm VLFeat divides by (_vl_dsift_normalize_histogram): fast_sqrt(sum of
+// squares, in channel order) + VL_EPSILON_F. Returns the root part (0 below
+// the fast sqrt's floor of 1e-8).
+INV_HD float dsift_root(float sum_sq) { return dsift_fast_sqrt(sum_sq); }
 
 // L descriptors side by side (lane j at dp[c * cs + j]; one lane on the GPU,
 // a contiguous run of frames on the CPU so the inner loops vectorise). Sums

@@ -42,7 +42,10 @@ class DsiftConfig:
         orientations: orientation bins K (VLFeat ``numBinT``, 8).
         num_bins: spatial bins per side (``numBinX = numBinY``, 4).
         bounds: ``(xmin, ymin, xmax, ymax)`` in 0-based pixels, inclusive, or None for
-            the whole image (VLFeat ``vl_dsift_set_bounds``).
+            the whole image (VLFeat ``vl_dsift_set_bounds``). Bounds reaching past the
+            image are clamped to it, as MATLAB's ``vl_dsift`` does (``xmin = max(xmin,
+            0)``, ``xmax = min(xmax, W - 1)``, likewise y); bounds that leave no pixel
+            raise ValueError.
         window_size: VLFeat's ``windowSize`` (2.0): the Gaussian window's sigma in bins.
         exact_atan2: use atan2 instead of VLFeat's ``vl_fast_atan2_f`` (see the module
             documentation of :mod:`invert_native.representations.dsift`).
@@ -72,9 +75,12 @@ class DsiftConfig:
             except TypeError:
                 raise TypeError(f"{op}: bounds must be (xmin, ymin, xmax, ymax) ints, got "
                                 f"{self.bounds!r}") from None
-            if len(bounds) != 4 or min(bounds) < 0:
-                raise ValueError(f"{op}: bounds must be 4 non-negative ints (xmin, ymin, xmax, "
-                                 f"ymax), got {self.bounds!r}")
+            if len(bounds) != 4:
+                raise ValueError(f"{op}: bounds must be 4 ints (xmin, ymin, xmax, ymax), got "
+                                 f"{self.bounds!r}")
+            if bounds[2] < 0 or bounds[3] < 0:  # (negative maxima mean "no bounds" natively)
+                raise ValueError(f"{op}: bounds {self.bounds!r} leave no pixel of the image "
+                                 "(xmax and ymax must be >= 0)")
         for name in ("window_size", "clamp"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -184,11 +190,13 @@ def _maps(op, c, name, a, config):
 
 
 def dsift_triangle_forward(x, axis, config=None):
-    """Triangular filter 1 - |u| / bin_size (|u| < bin_size) along axis 2 (H) or 3 (W).
+    """Triangular filter (b - |u|) / b**2 (|u| < b = bin_size) along axis 2 (H) or 3 (W).
 
     The image edge is replicated (VLFeat's padding by continuity). Applied along
-    both axes it is vl_dsift's bilinear spatial binning: the value at a pixel is
-    the bin centred there.
+    both axes it is vl_dsift's bilinear spatial binning (up to the factor b**2 that
+    :func:`dsift_sample_forward` applies): the value at a pixel is the bin centred
+    there. Computed as VLFeat's ``vl_imconvcoltri_f`` computes it, through running
+    sums along each whole line, so that the rounding is VLFeat's too.
 
     Args:
         x: orientation maps (N, K, H, W).
@@ -204,7 +212,10 @@ def dsift_triangle_forward(x, axis, config=None):
     args, _, _ = _setup(op, config, x.shape[0], x.shape[2], x.shape[3])
     y = c.empty(x.shape)
     if c.cuda:
-        c.launch("dsift_triangle_forward", x, y, axis, *args)
+        N, K, H, W = x.shape
+        lines, n = N * K * (W if axis == 2 else H), (H if axis == 2 else W)
+        work = c.empty((lines * (n + config.bin_size),))
+        c.launch("dsift_triangle_forward", x, y, work, axis, *args)
     else:
         _cpu.dsift_triangle_forward(x, y, axis, *args)
     return y
@@ -230,9 +241,10 @@ def dsift_triangle_backward(dy, axis, config=None):
 def dsift_sample_forward(s, config=None):
     """Assemble descriptors from the binned maps.
 
-    d[n, (by*num_bins + bx)*K + t, fy, fx] = m[bx] * m[by] *
-    s[n, t, y0 + fy*step_y + by*bin_size, x0 + fx*step_x + bx*bin_size], with m[i] the
-    mean of VLFeat's Gaussian window over bin i (its "fast" weighting).
+    d[n, (by*num_bins + bx)*K + t, fy, fx] = (m[bx] * b) * (m[by] * b) *
+    s[n, t, y0 + fy*step_y + by*b, x0 + fx*step_x + bx*b], with b = bin_size and m[i]
+    the mean of VLFeat's Gaussian window over bin i (its "fast" weighting; b turns the
+    unit-integral triangles of :func:`dsift_triangle_forward` into unit height).
 
     Args:
         s: binned maps (N, K, H, W).
@@ -302,8 +314,10 @@ def _norm_args(op, config, d_shape):
 def dsift_normalize_forward(d, config=None):
     """Normalise each descriptor: u = d / (|d| + eps), v = min(u, clamp), y = v / (|v| + eps).
 
-    eps = 2^-23 (VLFeat's VL_EPSILON_F); a norm whose square is below 1e-8 counts
-    as 0, as VLFeat's fast sqrt does. Without ``second_l2``, y = v.
+    eps = 2^-23 (VLFeat's VL_EPSILON_F) and |.| VLFeat's ``vl_fast_sqrt_f`` of the sum of
+    squares (a bit trick and two Newton steps, within ~5e-6 of sqrt; 0 where the sum is
+    below 1e-8), as ``vl_dsift_process`` normalises. Without ``second_l2``, y = v.
+    Backward takes the fast sqrt as sqrt.
 
     Args:
         d: raw descriptors (N, D, ny, nx).
