@@ -388,7 +388,7 @@ def _cnn_flops(layers, image_shape, batch):
     """Forward FLOPs of conv/linear layers of a chain for a batch."""
     from invert_native import nn
 
-    total, (c, h, w) = 0.0, image_shape
+    total, (h, w) = 0.0, image_shape[1:]
     for _, layer in layers:
         if isinstance(layer, nn.Conv2d):
             K, cg, kh, kw = layer.weight.shape
@@ -396,13 +396,12 @@ def _cnn_flops(layers, image_shape, batch):
             ph, pw = (layer.padding, layer.padding) if np.isscalar(layer.padding) else layer.padding
             h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
             total += 2.0 * K * h * w * cg * kh * kw
-            c = K
         elif isinstance(layer, nn.MaxPool2d):
             k, s = layer.kernel_size, layer.stride or layer.kernel_size
             h, w = -(-(h - k) // s) + 1, -(-(w - k) // s) + 1
         elif isinstance(layer, nn.Linear):
             total += 2.0 * layer.weight.shape[0] * layer.weight.shape[1]
-            c, h, w = layer.weight.shape[0], 1, 1
+            h, w = 1, 1
     return total * batch
 
 
