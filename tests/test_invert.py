@@ -1,5 +1,7 @@
 """The inversion engine: objective gradient, descent, restarts, seeds, masks, divergence, metrics."""
 
+import hashlib
+
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -348,7 +350,7 @@ def test_tv_floor_is_in_pixel_units_and_leaves_photos_exact():
     d2 = np.diff(x, axis=2, append=x[..., -1:, :])
     v = d1.astype(np.float64) ** 2 + d2 ** 2
     # the floor invert uses (1e-5 grey levels^2) meets only exactly flat pixels; a floor of
-    # 1e-5 on the scaled variable would cover a differences of up to 12 grey levels
+    # 1e-5 on the scaled variable would cover differences of up to 12 grey levels
     assert ((v < 1e-5 / sigma ** 2) == (v == 0)).all()
     assert (v < 1e-5).mean() > 0.2
     kw = dict(sigma=sigma, beta=1.0, lambda_alpha=inv.paper_lambdas(sigma, 32, 32)[0],
@@ -480,9 +482,8 @@ def test_options_record_the_settings_used():
     assert isinstance(o["seed"], int) and o["callback_every"] == 2
     assert o["lambda_sources"] == {"lambda_alpha": "heuristic sigma^alpha / (H W B^alpha), B = 128",
                                    "lambda_tv": "given"}
-    import hashlib
-
-    assert o["mask"] == dict(shape=mask.shape, sha256=hashlib.sha256(mask.tobytes()).hexdigest()[:16])
+    digest = hashlib.sha256(mask.tobytes()).hexdigest()[:16]
+    assert o["mask"] == dict(shape=mask.shape, sha256=digest)
     again = inv.invert(rep, t, image_shape=img.shape, iterations=3, seed=o["seed"], mask=mask,
                        lambda_tv=0.25)
     np.testing.assert_array_equal(again.images, res.images)  # the recorded seed repeats it
