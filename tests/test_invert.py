@@ -500,3 +500,47 @@ def test_options_record_the_settings_used():
     assert (ba["lambda_alpha"], ba["lambda_tv"]) == pytest.approx(
         inv.paper_lambdas(s, 32, 32, B=100.0, a=0.2))
     assert ba["B"] == 100.0 and ba["a"] == 0.2
+
+
+class _CopyingRep:
+    """The same representation, handing out a copy of its output."""
+
+    def __init__(self, rep):
+        self.rep = rep
+
+    def forward(self, x):
+        return self.rep.forward(x).copy()
+
+    def backward(self, dy):
+        return self.rep.backward(dy)
+
+
+@pytest.mark.parametrize("last", ["lrn", "softmax"])
+def test_objective_does_not_touch_the_output_a_layer_keeps_for_backward(last):
+    # LRN (and an ONNX softmax) keep their output y for backward: the objective must form
+    # Phi - Phi0 in an array of its own, or the gradient is computed from y - Phi0.
+    from invert_native import nn
+    from invert_native.onnx_loader import Softmax
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((6, 3, 3, 3)) * 0.3).astype(np.float32)
+    layers = [nn.Conv2d(w, padding=1), nn.ReLU()]
+    if last == "lrn":
+        layers.append(nn.LRN(size=3, alpha=0.5, beta=0.75, k=1.0))
+    else:
+        w2 = (rng.standard_normal((10, 6 * 8 * 8)) * 0.05).astype(np.float32)
+        layers += [nn.Linear(w2), Softmax()]
+    rep = nn.Sequential(layers)
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    target = rep.forward(rng.standard_normal((1, 3, 8, 8)).astype(np.float32) * 2).copy()
+    kw = dict(sigma=1.0, lambda_alpha=0.0, lambda_tv=0.0)
+    (e, *_), g = inv.objective(rep, target, x, **kw)
+    (e_ref, *_), g_ref = inv.objective(_CopyingRep(rep), target, x, **kw)
+    np.testing.assert_allclose(e, e_ref, rtol=1e-6)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-7 * np.abs(g_ref).max())
+    # and against a central difference along a random direction
+    d = rng.standard_normal(x.shape).astype(np.float64)
+    h = 1e-3
+    ep = inv.objective(rep, target, (x + h * d).astype(np.float32), **kw)[0][0][0]
+    em = inv.objective(rep, target, (x - h * d).astype(np.float32), **kw)[0][0][0]
+    assert abs((ep - em) / (2 * h) - float((g.astype(np.float64) * d).sum())) < 0.05 * abs(
+        (ep - em) / (2 * h)) + 1e-6

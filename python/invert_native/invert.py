@@ -499,13 +499,18 @@ class _Objective:
                              "||Phi - Phi0||^2 / ||Phi0||^2 is undefined")
 
     def _residual(self, x):
-        """Phi(sigma x) (* mask) - target, in the representation's output array."""
+        """Phi(sigma x) (* mask) - target, in an array of its own: the representation's output
+        may be what its last layer keeps for backward (LRN, softmax), so it is not touched."""
+        xp = self.xp
         xs = new_array_like(x, x.shape, x.dtype)
-        self.xp.multiply(x, self.xp.float32(self.sigma), out=xs)
-        r = self.rep.forward(xs)
+        xp.multiply(x, xp.float32(self.sigma), out=xs)
+        y = self.rep.forward(xs)
+        r = new_array_like(y, y.shape, y.dtype)
         if self.m is not None:
-            r *= self.m  # t is already masked
-        r -= self.t
+            xp.multiply(y, self.m, out=r)  # t is already masked
+            r -= self.t
+        else:
+            xp.subtract(y, self.t, out=r)
         return r
 
     def data_term(self, x):
