@@ -234,15 +234,17 @@ def test_out_file_in_the_way_fails_before_running(tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("threads", ["-1", "0"])
-def test_bad_threads_is_a_usage_error(threads):
+@pytest.mark.parametrize("option, value", [("--threads", "-1"), ("--threads", "0"),
+                                           ("--seed", "-1"), ("--budget", "0"),
+                                           ("--budget", "nan")])
+def test_bad_numbers_are_usage_errors(option, value):
     run_py = [sys.executable, os.path.join(SUITE, "run.py")]
     cli = [sys.executable, "-m", "invert_native.cli", "bench"]
     for cmd in (cli, run_py):
-        proc = subprocess.run(cmd + ["--threads", threads, "--suite", SUITE],
+        proc = subprocess.run(cmd + [option, value, "--suite", SUITE],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.count("\n") == 1 and "--threads" in proc.stderr
+        assert proc.stderr.count("\n") == 1 and option in proc.stderr
         assert "Traceback" not in proc.stderr
 
 

@@ -72,11 +72,11 @@ from .representations import CaffeNet
 from .onnx_loader import OnnxError, OnnxNet
 from .invert import (InversionDiverged, InversionResult, code_lambda_alpha, invert,
                      mean_pairwise_distance, objective, paper_lambdas, paper_sigma,
-                     reconstruction_error)
+                     reconstruction_error, tv_lambda_for_beta)
 
 __version__ = "0.1.0"
 
 __all__ = ["ops", "nn", "cuda_available", "CudaStatus", "set_num_threads", "get_num_threads",
            "invert", "objective", "code_lambda_alpha", "InversionResult", "InversionDiverged",
-           "paper_lambdas", "paper_sigma", "reconstruction_error", "mean_pairwise_distance", "__version__",
+           "paper_lambdas", "paper_sigma", "reconstruction_error", "tv_lambda_for_beta", "mean_pairwise_distance", "__version__",
            "DSIFT", "dsift", "HOG", "hog", "CaffeNet", "OnnxNet", "OnnxError"]

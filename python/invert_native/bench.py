@@ -34,6 +34,26 @@ def _threads(text: str) -> int:
     return n
 
 
+def _seed(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return n
+
+
+def _budget(text: str) -> float:
+    try:
+        t = float(text)
+    except ValueError:
+        t = float("nan")
+    if not (t > 0 and t < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return t
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes and few repetitions (CI smoke run, well under a minute); "
@@ -49,9 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", default=None,
                    help="comma-separated sections to run: per_op, per_iteration, whole_run "
                         "(default: all)")
-    p.add_argument("--budget", type=float, default=3.0,
+    p.add_argument("--budget", type=_budget, default=3.0,
                    help="seconds of timing per row, at least 15 alternating pairs (default: 3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random CaffeNet weights")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the random CaffeNet weights, >= 0 (default: 0)")
     p.add_argument("--note", action="append", default=None,
                    help="a line added to the report (e.g. 'machine shared with other jobs'); "
                         "repeatable")
