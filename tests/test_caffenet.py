@@ -111,8 +111,53 @@ def test_preprocess_resizes_with_pillow(net):
     assert np.abs(back - ref).mean() < 0.3
     bicubic = ImageTransform(resample="bicubic").preprocess(img)
     assert 0 < np.abs(bicubic - x).max() < 60
-    wide = net.preprocess(img[:300])  # aspect ratio not kept
-    assert wide.shape == (1, 3, 227, 227)
+
+def test_preprocess_frames_by_cropping_or_stretching(net):
+    """fit="crop" (the default, as the command line does) keeps the aspect ratio and
+    centre-crops; fit="stretch" resizes to 227 x 227. fit_image is what preprocess feeds on."""
+    from PIL import Image
+
+    img = astronaut()[:300]  # 300 x 512
+    f = Image.Resampling.BILINEAR
+    chans = [Image.fromarray(np.ascontiguousarray(img[:, :, c]).astype(np.float32))
+             for c in range(3)]
+    w = round(512 * 227 / 300)  # 387: the short side becomes 227
+    crop = np.stack([np.asarray(ch.resize((w, 227), f)) for ch in chans], axis=2)
+    crop = crop[:, (w - 227) // 2:(w - 227) // 2 + 227]
+    stretch = np.stack([np.asarray(ch.resize((227, 227), f)) for ch in chans], axis=2)
+    assert net.transform.fit == "crop"
+    assert_close(net.fit_image(img), crop, rtol=0, atol=1e-3)
+    assert_close(net.deprocess(net.preprocess(img))[0], crop, rtol=0, atol=1e-3)
+    assert_close(net.fit_image(img, fit="stretch"), stretch, rtol=0, atol=1e-3)
+    assert_close(net.deprocess(net.preprocess(img, fit="stretch"))[0], stretch, rtol=0,
+                 atol=1e-3)
+    tall = np.ascontiguousarray(img.transpose(1, 0, 2))  # 512 x 300: crops rows instead
+    assert_close(net.fit_image(tall), crop.transpose(1, 0, 2), rtol=0, atol=1e-3)
+    stretchy = inv.CaffeNet(net.weights(), fit="stretch")
+    assert_close(stretchy.preprocess(img), net.preprocess(img, fit="stretch"), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="fit must be 'crop'"):
+        net.preprocess(img, fit="pad")
+    # a filter's overshoot is clipped to [0, 255]
+    edges = np.zeros((100, 300, 3), np.uint8)
+    edges[:, ::2] = 255
+    lanczos = ImageTransform(resample="lanczos").fit_image(edges)
+    assert lanczos.min() >= 0 and lanczos.max() <= 255
+
+
+def test_preprocess_warns_on_01_images_and_composites_alpha(net):
+    img = astronaut()[:227, :227]
+    with pytest.warns(UserWarning, match=r"look like \[0, 1\].*expects \[0, 255\]"):
+        net.preprocess(img / 255.0)
+    # RGBA: composited over white, as the command line does (alpha in [0, 255])
+    alpha = np.linspace(0, 255, 227, dtype=np.float32)[None, :].repeat(227, axis=0)
+    rgba = np.dstack([img, alpha.astype(np.uint8)])
+    a = rgba[:, :, 3:].astype(np.float64) / 255
+    ref = img * a + 255 * (1 - a)
+    assert_close(net.fit_image(rgba), ref, rtol=0, atol=1e-3)
+    opaque = np.dstack([img, np.full((227, 227), 255, np.uint8)])
+    assert_close(net.preprocess(opaque), net.preprocess(img), rtol=0, atol=0)
+    grey_alpha = np.dstack([img[:, :, 0], np.full((227, 227), 255, np.uint8)])
+    assert_close(net.preprocess(grey_alpha), net.preprocess(img[:, :, 0]), rtol=0, atol=0)
 
 
 def test_preprocess_options_and_grey_images(net):
@@ -135,7 +180,7 @@ def test_preprocess_options_and_grey_images(net):
 
 
 @pytest.mark.parametrize("image,error,match", [
-    (np.zeros((227, 227, 4)), ValueError, "alpha channel"),
+    (np.zeros((227, 227, 5)), ValueError, "H x W x 3"),
     (np.zeros((227,)), ValueError, "H x W x 3"),
     (np.zeros((0, 5, 3)), ValueError, "empty"),
     (np.full((227, 227, 3), np.nan), ValueError, "NaN"),
@@ -184,12 +229,68 @@ def test_npz_round_trip_and_bad_weights(net, tmp_path):
     w = net.weights()
     w["fc7.weight"] = w["fc7.weight"].copy()
     w["fc7.weight"][0, 0] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="fc7.weight contains NaN"):
+        inv.CaffeNet(w)
+    w = net.weights()
+    w["conv1.bias"] = w["conv1.bias"].astype(str)
+    with pytest.raises(TypeError, match="conv1.bias must hold numbers"):
         inv.CaffeNet(w)
     with pytest.raises(TypeError, match="mapping"):
         inv.CaffeNet([1, 2, 3])
     with pytest.raises(ValueError, match="order"):
         inv.CaffeNet(net.weights(), order="vgg")
+
+
+def test_npz_records_the_layer_order(net, tmp_path):
+    """An AlexNet-order net comes back in AlexNet order (not silently as CaffeNet); a file
+    without the order key is read in CaffeNet order; a contradicting order is an error."""
+    alex = inv.CaffeNet.random(seed=3, order="alexnet")
+    path = tmp_path / "alexnet.npz"
+    alex.save_npz(path)
+    with np.load(path) as f:
+        assert str(f[inv.representations.caffenet.NPZ_ORDER_KEY]) == "alexnet"
+    back = inv.CaffeNet.from_npz(path)
+    assert back.order == "alexnet" and back.names[2:4] == ["norm1", "mpool1"]
+    x = net.preprocess(astronaut())
+    assert_close(back.forward(x), alex.forward(x), rtol=0, atol=0)
+    assert inv.CaffeNet.from_npz(path, order="alexnet").order == "alexnet"
+    with pytest.raises(ValueError, match="order='caffenet', but the weights record 'alexnet'"):
+        inv.CaffeNet.from_npz(path, order="caffenet")
+    bare = tmp_path / "bare.npz"
+    np.savez(bare, **alex.weights())  # no order key: CaffeNet's order, as documented
+    assert inv.CaffeNet.from_npz(bare).order == "caffenet"
+    assert inv.CaffeNet.from_npz(bare, order="alexnet").order == "alexnet"
+    np.savez(bare, **alex.weights(), __order__=np.array("vgg"))
+    with pytest.raises(ValueError, match="order must be 'caffenet'"):
+        inv.CaffeNet.from_npz(bare)
+
+
+def test_from_npz_refuses_other_files_clearly(net, tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"junk bytes, not a zip")
+    with pytest.raises(ValueError, match="junk.npz is not an .npz archive"):
+        inv.CaffeNet.from_npz(junk)
+    npy = tmp_path / "conv1.npy"
+    np.save(npy, net.weights()["conv1.weight"])
+    with pytest.raises(ValueError, match="conv1.npy is not an .npz archive"):
+        inv.CaffeNet.from_npz(npy)
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"\x08\x07\x12\x04onnx")
+    with pytest.raises(ValueError, match="not an .npz archive \\(an ONNX model: use "
+                                         "CaffeNet.from_onnx\\)"):
+        inv.CaffeNet.from_npz(fake)
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, weights=np.array([net.weights()], dtype=object))
+    with pytest.raises(ValueError, match="weights cannot be read without pickle"):
+        inv.CaffeNet.from_npz(pickled)
+    with pytest.raises(FileNotFoundError):
+        inv.CaffeNet.from_npz(tmp_path / "missing.npz")
+    nan = tmp_path / "nan.npz"
+    w = net.weights()
+    w["conv1.weight"][0, 0, 0, 0] = np.nan
+    np.savez(nan, **w)
+    with pytest.raises(ValueError, match="conv1.weight contains NaN"):
+        inv.CaffeNet.from_npz(nan)
 
 
 # ---------------------------------------------------------------- running

@@ -181,8 +181,8 @@ def pool_desc(rng, pads, ceil_mode, k=3, s=2):
             ("Relu", "r", [], {})]
 
 
-def compare_all_layers(net, model, x, rtol=1e-4):
-    ref = ort_outputs(model, x)
+def compare_all_layers(net, model, x, rtol=1e-4, input_name="data"):
+    ref = ort_outputs(model, x, input_name)
     h = x
     checked = 0
     for name, layer in net:
@@ -454,6 +454,10 @@ def test_alexnet_order_from_onnx(rng):
     ref = ort_outputs(model, x, "data_0")
     assert_close(net.forward_to(x, "mpool2"), ref["pool2_1"], what="mpool2")
     assert_close(net.forward(x), ref["fc8_1"], what="fc8")
+    # the order is the graph's: one that contradicts it is an error, not a silent other net
+    with pytest.raises(ValueError, match="order='caffenet', but an ONNX model is in 'alexnet' "
+                                         "order"):
+        inv.CaffeNet.from_onnx(model, order="caffenet")
 
 
 # ------------------------------------------------------------ bad input
@@ -554,3 +558,284 @@ def test_inverting_an_onnx_net_reuses_arrays_bit_identically(rng):
     np.testing.assert_array_equal(a.x, b.x)  # (images differ: Opaque adds no mean back)
     np.testing.assert_array_equal(a.objective, b.objective)
     assert a.objective[-1].max() < a.objective[0].min()
+
+
+# ------------------------------------------------------------ missing tensors
+def _drop_initializer(model, name, keep_as_input=False):
+    """The model without initializer `name` (optionally still listed as a graph input, as
+    old exports list every weight)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    kept = [t for t in m.graph.initializer if t.name != name]
+    assert len(kept) == len(m.graph.initializer) - 1
+    if keep_as_input:
+        m.graph.input.extend([helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                              for t in m.graph.initializer])
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(kept)
+    return m
+
+
+@pytest.mark.parametrize("old_style", [False, True])
+def test_a_missing_weight_is_named_with_its_node(rng, old_style):
+    desc = [("Conv", "c1", [he(rng, (4, 3, 3, 3)), f32(rng.standard_normal(4))], {}),
+            ("Relu", "r1", [], {}), ("Flatten", "flat", [], {}),
+            ("Gemm", "fc7", [f32(rng.standard_normal((5, 4 * 6 * 6))), f32(np.ones(5))],
+             dict(transB=1))]
+    for named in (True, False):  # unnamed nodes (the zoo's) go by their first output
+        model = build_model(desc, [1, 3, 8, 8], name_nodes=named)
+        if old_style:  # every weight also a graph input: complete, it loads
+            whole = onnx.ModelProto()
+            whole.CopyFrom(model)
+            whole.graph.input.extend([helper.make_tensor_value_info(t.name, t.data_type,
+                                                                    list(t.dims))
+                                      for t in model.graph.initializer])
+            assert len(inv.OnnxNet(whole)) == 4
+        for tensor, what, node in (("fc7_p0", "weight", "Gemm node 'fc7"),
+                                   ("c1_p1", "bias", "Conv node 'c1")):
+            node += "'" if named else "_out'"
+            tail = r" \(a graph input without an initializer\)" if old_style else "$"
+            with pytest.raises(OnnxError, match=rf"^{node} \(#\d+\) needs {what} '{tensor}', "
+                                                rf"which the file does not contain{tail}"):
+                inv.OnnxNet(_drop_initializer(model, tensor, keep_as_input=old_style))
+
+
+# ------------------------------------------------------------ common real exports
+def _model(nodes, inits, dims=(2, 3, 8, 8), opset=13, outputs=None):
+    """A model from hand-made nodes: input 'x', every node's first output a graph output."""
+    outs = outputs or [n.output[0] for n in nodes if n.op_type != "Constant"]
+    g = helper.make_graph(nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                       list(dims))],
+                          [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                           for o in outs],
+                          initializer=[numpy_helper.from_array(a, k) for k, a in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def test_identity_pools_load_and_match_onnxruntime(rng):
+    """AveragePool 1x1 stride 1 (torchvision's AdaptiveAvgPool2d at its own size) and
+    GlobalAveragePool on a 1x1 input are the identity; other average pools are refused."""
+    w1, w2 = he(rng, (6, 3, 3, 3)), he(rng, (8, 6, 6, 6))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="c1"),
+             helper.make_node("AveragePool", ["c1"], ["avg"], name="avg", kernel_shape=[1, 1],
+                              strides=[1, 1]),
+             helper.make_node("Relu", ["avg"], ["r1"], name="r1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="c2"),  # 6x6 -> 1x1
+             helper.make_node("GlobalAveragePool", ["c2"], ["gap"]),
+             helper.make_node("Flatten", ["gap"], ["flat"], name="flat")]
+    model = _model(nodes, {"w1": w1, "w2": w2})
+    net = inv.OnnxNet(model)
+    assert net.names == ["c1", "r1", "c2", "gap", "flat"]  # the 1x1 AveragePool is no layer
+    assert net.onnx_outputs["c1"] == "avg"
+    x = np.concatenate([photo(8), photo(8, which="coffee")])
+    compare_all_layers(net, model, x, input_name="x")
+    y = net.forward(x)
+    dy = f32(rng.standard_normal(y.shape))
+    dx = net.backward(dy)
+    # backward: exactly that of the same net without the identities
+    plain = inv.OnnxNet(_model([nodes[0], helper.make_node("Relu", ["c1"], ["r1"], name="r1"),
+                                nodes[3], helper.make_node("Flatten", ["c2"], ["flat"])],
+                               {"w1": w1, "w2": w2}))
+    plain.forward(x)
+    assert_close(dx, plain.backward(dy), rtol=0, atol=0)
+    for bad, match in (
+            (helper.make_node("AveragePool", ["c1"], ["avg"], name="avg", kernel_shape=[2, 2]),
+             r"unsupported op AveragePool in AveragePool node 'avg' \(#1\): only kernel 1"),
+            (helper.make_node("AveragePool", ["c1"], ["avg"], name="avg", kernel_shape=[1, 1],
+                              pads=[1, 1, 1, 1]), "without padding"),
+            (helper.make_node("GlobalAveragePool", ["c1"], ["avg"], name="avg"),
+             (r"GlobalAveragePool node 'avg' \(#1\): only a 1 x 1 input is supported .* got "
+              r"shape \(6, 6, 6\)"))):
+        with pytest.raises(OnnxError, match=match):
+            inv.OnnxNet(_model([nodes[0], bad], {"w1": w1}))
+
+
+def _with_all_outputs(model):
+    """The model with every node's first output as a graph output (for onnxruntime)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend([helper.make_tensor_value_info(n.output[0], TensorProto.FLOAT, None)
+                           for n in m.graph.node
+                           if n.op_type not in ("Constant", "Shape", "Gather", "Unsqueeze",
+                                                "Concat", "Slice") and n.output[0] not in have])
+    return m
+
+
+def _torch_vgg_view():
+    """A small VGG-like torch net flattening with x.view(x.size(0), -1) after torchvision's
+    AdaptiveAvgPool2d at its input's size, float64, eval mode."""
+    torch = require("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                nn.ReLU(), nn.MaxPool2d(2, 2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                nn.MaxPool2d(3, 2, ceil_mode=True), nn.AdaptiveAvgPool2d((4, 4)))
+            self.classifier = nn.Sequential(nn.Dropout(), nn.Linear(16 * 4 * 4, 24), nn.ReLU(),
+                                            nn.Dropout(), nn.Linear(24, 10), nn.Softmax(dim=1))
+
+        def forward(self, x):
+            x = self.features(x)
+            return self.classifier(x.view(x.size(0), -1))
+
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+@pytest.mark.parametrize("opset", [9, 13])
+def test_torch_export_with_dynamic_batch_view_loads_and_matches(rng, opset):
+    """torch.onnx.export of x.view(x.size(0), -1) with a dynamic batch gives Shape -> Gather ->
+    Unsqueeze -> Concat -> Reshape (Unsqueeze's axes an attribute at opset 9, an input at 13):
+    the loader treats it as a Flatten; every layer matches onnxruntime at batch 2 and dx
+    matches torch autograd of the exported module."""
+    import io
+    import warnings
+
+    torch = require("torch")
+    module = _torch_vgg_view()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # the legacy exporter announces its deprecation
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, torch.zeros(1, 3, 17, 17), buf, opset_version=opset,
+                          input_names=["data"], output_names=["out"],
+                          dynamic_axes={"data": {0: "N"}}, dynamo=False)
+    model = onnx.load_from_string(buf.getvalue())
+    ops = [n.op_type for n in model.graph.node]
+    assert {"Shape", "Gather", "Unsqueeze", "Concat", "Reshape", "AveragePool"} <= set(ops)
+    net = inv.OnnxNet(model)
+    assert net.code_shape(net.names[7]) == (16, 4, 4)  # the ceil-mode pool, 8 -> 4
+    assert [type(layer).__name__ for _, layer in net][8:] == \
+        ["Flatten", "Linear", "ReLU", "Linear", "Softmax"]
+    x = f32(np.concatenate([photo(17), photo(17, which="coffee")]) +
+            rng.uniform(-2, 2, (2, 3, 17, 17)))  # no tied pooling windows
+    assert compare_all_layers(net, _with_all_outputs(model), x) == len(net)
+    module = module.double()
+    for stop in (net.names[8], net.names[-1]):  # the flatten and the softmax
+        y = net.forward_to(x, stop)
+        dy = f32(rng.standard_normal(y.shape))
+        dx = net.backward(dy)
+        xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+        ft = module.features(xt)
+        out = ft.view(2, -1) if stop == net.names[8] else module(xt)
+        assert_close(y, out, what=f"{stop} forward")
+        (out * torch.tensor(dy.astype(np.float64))).sum().backward()
+        assert_close(dx, xt.grad, what=f"dx through {stop}")
+
+
+@pytest.mark.parametrize("opset", [9, 13])
+def test_flatten_by_a_computed_shape(rng, opset):
+    """Shape -> Slice(0:1) -> Concat(-1) -> Reshape (the batch kept, the rest flattened) is a
+    Flatten; a computed shape that is not (batch, -1) or (batch, features) is refused."""
+    w = he(rng, (4, 3, 3, 3))
+    if opset < 10:
+        sl = helper.make_node("Slice", ["s"], ["b"], starts=[0], ends=[1])
+        extra = {}
+    else:
+        sl = helper.make_node("Slice", ["s", "st", "en"], ["b"])
+        extra = {"st": np.array([0], np.int64), "en": np.array([1], np.int64)}
+    flat = [helper.make_node("Conv", ["x", "w"], ["c"], name="c"),
+            helper.make_node("Shape", ["c"], ["s"]), sl,
+            helper.make_node("Constant", [], ["m1"], value_ints=[-1]),
+            helper.make_node("Concat", ["b", "m1"], ["shape"], axis=0),
+            helper.make_node("Reshape", ["c", "shape"], ["y"], name="flat")]
+    model = _model(flat, {"w": w, **extra}, dims=["N", 3, 8, 8], opset=opset,
+                   outputs=["c", "y"])
+    net = inv.OnnxNet(model, input_size=8)
+    assert net.names == ["c", "flat"] and net.code_shape("flat") == (4 * 6 * 6,)
+    x = np.concatenate([photo(8), photo(8, which="coffee"), photo(8, which="chelsea")])
+    compare_all_layers(net, model, x, input_name="x")
+    # (batch, channels, -1): three dimensions
+    three = flat[:3] + [helper.make_node("Gather", ["s", "one"], ["ch"], axis=0),
+                        helper.make_node("Constant", [], ["m1"], value_ints=[-1]),
+                        helper.make_node("Concat", ["b", "ch", "m1"], ["shape"], axis=0),
+                        flat[-1]]
+    ones = {"one": np.array([1], np.int64)}
+    with pytest.raises(OnnxError, match=r"Reshape node 'flat' \(#\d\): only a Reshape that "
+                                        r"flattens each sample.*\[batch, \?, -1\] \(computed"):
+        inv.OnnxNet(_model(three, {"w": w, **extra, **ones}, opset=opset))
+    # a shape op on the activations themselves
+    with pytest.raises(OnnxError, match=r"unsupported op Gather in Gather node 'g' \(#1\): "
+                                        "Gather is supported only in the shape computation"):
+        inv.OnnxNet(_model([flat[0], helper.make_node("Gather", ["c", "i"], ["y"], name="g")],
+                           {"w": w, "i": np.array(0, np.int64)}))
+
+
+def test_bias_first_add_and_constant_value_attributes(rng):
+    """Add(bias, MatMul) is MatMul + Add; Constants given as value_ints (a Reshape's shape),
+    value_float and value_floats (unused) load; an unnamed node is never shown as ''."""
+    B, C = f32(rng.standard_normal((3 * 8 * 8, 5)) / 8), f32(rng.standard_normal(5))
+    nodes = [helper.make_node("Constant", [], ["unused1"], value_float=0.5),
+             helper.make_node("Constant", [], ["shape"], value_ints=[0, -1]),
+             helper.make_node("Reshape", ["x", "shape"], ["f"], name="flat"),
+             helper.make_node("Constant", [], ["unused2"], value_floats=[1.0, 2.0]),
+             helper.make_node("MatMul", ["f", "B"], ["m"], name="fc"),
+             helper.make_node("Add", ["C", "m"], ["y"], name="bias")]
+    model = _model(nodes, {"B": B, "C": C})
+    net = inv.OnnxNet(model)
+    assert net.names == ["flat", "fc"] and net.onnx_outputs["fc"] == "y"
+    x = np.concatenate([photo(8), photo(8, which="coffee")])
+    ref = ort_outputs(model, x, "x")["y"]
+    assert_close(net.forward(x), ref, what="Add(bias, MatMul)")
+    assert_close(net.forward(x), x.reshape(2, -1).astype(np.float64) @ B + C, what="fc")
+    # an unnamed Constant with a value this loader cannot take goes by its output, not ''
+    bad = [helper.make_node("Constant", [], ["s"], value_string="N")] + nodes[2:]
+    with pytest.raises(OnnxError, match=r"^Constant node 's' \(#0\): a Constant with "
+                                        r"\['value_string'\] is not supported"):
+        inv.OnnxNet(_model(bad, {"B": B, "C": C}))
+    # training-mode dropout is random: refused
+    drop = [helper.make_node("Conv", ["x", "w"], ["c"], name="c"),
+            helper.make_node("Dropout", ["c", "r", "t"], ["y"], name="drop")]
+    with pytest.raises(OnnxError, match=r"Dropout node 'drop' \(#1\): training_mode is true"):
+        inv.OnnxNet(_model(drop, {"w": he(rng, (4, 3, 3, 3)), "r": np.array(0.5, np.float32),
+                                  "t": np.array(True)}))
+
+
+def test_softmax_backward_survives_an_in_place_change_of_its_output(rng):
+    """invert() turns the representation's output into the residual in place: Softmax (which
+    needs its output for backward) and Flatten (whose input may be a cached output) must not
+    hand out arrays their backward reads. Checked against torch autograd."""
+    torch = require("torch")
+    desc = [("Conv", "c", [he(rng, (6, 3, 3, 3))], {}),
+            ("LRN", "n", [], dict(size=3, alpha=0.5, beta=0.75, bias=1.0)),  # keeps its output
+            ("Flatten", "flat", [], {}),
+            ("Gemm", "fc", [f32(rng.standard_normal((7, 6 * 7 * 7)) / 10), f32(np.ones(7))],
+             dict(transB=1)),
+            ("Softmax", "prob", [], {})]
+    net = inv.OnnxNet(build_model(desc, [1, 3, 9, 9]))
+    x = np.concatenate([photo(9), photo(9, which="coffee")]) / np.float32(20)
+    for stop in ("prob", "flat"):
+        y = net.forward_to(x, stop)
+        y_ref = y.copy()
+        dy = f32(rng.standard_normal(y.shape))
+        y -= y_ref + 1.0  # what the residual does to the returned array, and more
+        dx = net.backward(dy)
+        xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+        out = torch_forward(desc, xt, stop)[stop]
+        assert_close(y_ref, out, what=f"{stop} forward")
+        (out * torch.tensor(dy.astype(np.float64))).sum().backward()
+        assert_close(dx, xt.grad, what=f"dx through {stop} after changing its output")
+
+
+def test_onnxnet_std_and_group_mask_without_groups(rng):
+    """A per-channel std (torchvision's normalisation) divides after the mean and deprocess
+    multiplies it back; a net without grouped convolutions has no channel groups to mask."""
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    desc = [("Conv", "c", [he(rng, (4, 3, 3, 3))], dict(pads=[1, 1, 1, 1]))]
+    net = inv.OnnxNet(build_model(desc, [1, 3, 8, 8]), channel_order="RGB", mean=mean, std=std)
+    img = rng.integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    x = net.preprocess(img)
+    ref = (img.astype(np.float64) - np.array(mean)) / np.array(std)
+    assert_close(x[0], ref.transpose(2, 0, 1), rtol=1e-6)
+    assert_close(net.deprocess(x)[0], img, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="std must be 3 positive values"):
+        inv.OnnxNet(build_model(desc, [1, 3, 8, 8]), std=(1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="no grouped convolution"):
+        net.group_mask("c", 0)
+    grouped = inv.OnnxNet(build_model(vgg_desc(rng), [1, 3, 33, 33]))  # c2 has group=2
+    assert grouped.group_mask("c3", 1).sum() == 6

@@ -10,9 +10,15 @@ the node has none). :func:`caffenet_weights` maps a CaffeNet / AlexNet graph to
 Graphs
 ------
 The graph must be a chain: one image input (N, C, H, W); every node reads the
-previous node's output (plus initializers or ``Constant`` tensors) and nothing
-else reads it. Supported ops (default domain; opset 1-style legacy attributes
-such as ``broadcast``, ``is_test`` and ``consumed_inputs`` are ignored):
+previous node's output (plus initializers or ``Constant`` tensors, whose value
+may be given as ``value``, ``value_int(s)`` or ``value_float(s)``) and nothing
+else reads it -- except shape computations (below). A node input that is no
+initializer, Constant, node output or graph input (a weight left out of the
+file), or a weight listed as a graph input without an initializer, is an error
+that names the node and the tensor. Unnamed nodes are named after their first
+output in layer names and messages (``#index`` where even that is empty).
+Supported ops (default domain; opset 1-style legacy attributes such as
+``broadcast``, ``is_test`` and ``consumed_inputs`` are ignored):
 
 * ``Conv`` -- 2-D, any ``group``, ``strides``, ``pads`` (``[top, left, bottom,
   right]``, asymmetric ones included) or ``auto_pad``; ``dilations`` must be 1.
@@ -33,16 +39,28 @@ such as ``broadcast``, ``is_test`` and ``consumed_inputs`` are ignored):
   weight = ``alpha * B^T`` (or ``alpha * B`` with ``transB`` = 1), bias =
   ``beta * C`` (C broadcast to (outputs,)).
 * ``MatMul`` with an initializer B (in, out), optionally followed by ``Add``
-  of an initializer (the bias): one fully connected layer.
+  of an initializer (the bias, either operand): one fully connected layer.
 * ``Flatten`` (axis 1) and ``Reshape`` to 2-D keeping the batch
-  (``[0, -1]``, ``[1, -1]``, ``[-1, in]``, ...): one layer that flattens.
-* ``Dropout`` and ``Identity``: no layer (the identity at inference).
+  (``[0, -1]``, ``[1, -1]``, ``[-1, in]``, ...): one layer that flattens. The
+  target shape may also be computed from the input's own shape, as PyTorch
+  exports ``x.view(x.size(0), -1)`` with a dynamic batch (``Shape`` ->
+  ``Gather`` -> ``Unsqueeze`` -> ``Concat`` -> ``Reshape``; also ``Slice``,
+  ``Squeeze``, ``Cast``, integer ``Mul``/``Div``/``Add``/``Sub``): such side
+  computations are evaluated symbolically (the batch size is the shape's
+  first entry) and must come to (batch, -1) or (batch, features).
+* ``Dropout`` (inference mode; a constant ``training_mode`` of true is
+  refused) and ``Identity``: no layer (the identity at inference).
+* ``AveragePool`` with kernel 1, stride 1 and no padding (what torchvision's
+  ``AdaptiveAvgPool2d`` exports when its input already has the output size):
+  no layer. ``GlobalAveragePool`` on a 1 x 1 input: a layer that copies its
+  input (:class:`GlobalPool1x1`). Other average pools are refused.
 * ``Softmax`` over the features of a 2-D input: a layer (the loader's own,
   in NumPy/CuPy; :class:`~invert_native.CaffeNet` drops it, fc8 being the
   paper's last layer).
 
-Anything else (``AveragePool``, ``BatchNormalization``, ``Concat``, ...)
-raises :class:`OnnxError` naming the op and the node.
+Anything else (``BatchNormalization``, ``Concat`` of activations, other
+``AveragePool`` windows, ...) raises :class:`OnnxError` naming the op and the
+node.
 """
 
 from __future__ import annotations
@@ -60,10 +78,19 @@ from .representations.caffenet import (CAFFENET_LAYERS, ConvNet, ImageTransform,
                                        _POOL, _layer_order)
 
 __all__ = ["OnnxNet", "OnnxError", "read_onnx", "caffenet_weights", "Flatten", "Softmax",
-           "SUPPORTED_OPS"]
+           "GlobalPool1x1", "SUPPORTED_OPS", "CHAIN_OPS", "SHAPE_OPS"]
 
-SUPPORTED_OPS = ("Conv", "Relu", "MaxPool", "LRN", "Gemm", "MatMul", "Add", "Flatten", "Reshape",
-                 "Dropout", "Identity", "Softmax", "Constant")
+# ops that make (or pass on) layers of the chain
+CHAIN_OPS = ("Conv", "Relu", "MaxPool", "LRN", "Gemm", "MatMul", "Add", "Flatten", "Reshape",
+             "Dropout", "Identity", "Softmax", "AveragePool", "GlobalAveragePool", "Constant")
+# ops accepted only where they compute a Reshape's target shape from a chain tensor's Shape
+SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Identity",
+             "Mul", "Div", "Add", "Sub")
+SUPPORTED_OPS = CHAIN_OPS + tuple(o for o in SHAPE_OPS if o not in CHAIN_OPS)
+# what each input of a chain op is, for messages
+_ROLES = {"Conv": ("input", "weight", "bias"), "Gemm": ("input", "weight", "bias"),
+          "MatMul": ("input", "weight"), "Reshape": ("input", "shape"),
+          "Dropout": ("input", "ratio", "training_mode"), "Add": ("input", "bias")}
 
 
 class OnnxError(ValueError):
@@ -220,7 +247,9 @@ class _Windowed(Layer):
 class Flatten(Layer):
     """(N, ...) -> (N, prod(...)) in C order; backward restores the shape.
 
-    ``features``: the per-sample size the graph asks for (checked), or None.
+    ``features``: the per-sample size the graph asks for (checked), or None. The output is a
+    copy, not a view of the input: a caller that changes it in place leaves the previous
+    layer's output (which that layer may keep for its backward) alone.
     """
 
     def __init__(self, features=None):
@@ -229,7 +258,9 @@ class Flatten(Layer):
 
     def forward(self, x):
         self._cache = tuple(x.shape)
-        return x.reshape(x.shape[0], -1)
+        y = _scratch(x, (x.shape[0], int(np.prod(x.shape[1:]))))
+        y[...] = x.reshape(y.shape)
+        return y
 
     def backward(self, dy):
         return dy.reshape(self._cached())
@@ -243,7 +274,11 @@ class Flatten(Layer):
 
 
 class Softmax(Layer):
-    """Softmax over the features of (N, F) inputs (float32, NumPy or CuPy)."""
+    """Softmax over the features of (N, F) inputs (float32, NumPy or CuPy).
+
+    Backward uses the output y; forward keeps y and returns a copy of it, so a caller may
+    change the returned array in place (invert's residual does) without changing the gradient.
+    """
 
     def forward(self, x):
         if x.ndim != 2:
@@ -252,7 +287,7 @@ class Softmax(Layer):
         e = xp.exp(x - x.max(axis=1, keepdims=True))
         y = (e / e.sum(axis=1, keepdims=True)).astype(xp.float32)
         self._cache = y
-        return y
+        return y.copy()
 
     def backward(self, dy):
         y = self._cached()
@@ -264,10 +299,41 @@ class Softmax(Layer):
         return tuple(shape)
 
 
+class GlobalPool1x1(Layer):
+    """ONNX's GlobalAveragePool on a 1 x 1 input: the identity (other sizes are refused).
+
+    Forward returns a copy (see :class:`Flatten`); backward passes dy through.
+    """
+
+    def __init__(self, where=""):
+        super().__init__()
+        self.where = where
+
+    def forward(self, x):
+        if tuple(x.shape[2:]) != (1, 1):
+            raise ValueError(f"{self.where}: takes (N, C, 1, 1) inputs, got {tuple(x.shape)}")
+        y = _scratch(x, x.shape)
+        y[...] = x
+        return y
+
+    def backward(self, dy):
+        return dy
+
+    def out_shape(self, shape):
+        if len(shape) != 3 or tuple(shape[1:]) != (1, 1):
+            raise OnnxError(f"{self.where}: only a 1 x 1 input is supported (there it is the "
+                            f"identity), got shape {tuple(shape)}")
+        return tuple(shape)
+
+    def __repr__(self):
+        return "GlobalAveragePool(1x1: identity)"
+
+
 # ------------------------------------------------------------------- parsing
 @dataclass
 class LayerSpec:
-    """One layer read from the graph: ``op`` is conv, relu, pool, lrn, fc, flatten or softmax."""
+    """One layer read from the graph: ``op`` is conv, relu, pool, lrn, fc, flatten, softmax or
+    gap (a GlobalAveragePool, the identity on 1 x 1 inputs)."""
 
     name: str
     op: str
@@ -294,6 +360,173 @@ def _decode(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _who(node, i):
+    """A node for messages: "<Op> node 'name'" (its name, else its first output), else "#i"."""
+    name = node.name or (node.output[0] if len(node.output) else "")
+    return f"{node.op_type} node {name!r}" if name else f"{node.op_type} node #{i}"
+
+
+def _where(node, i):
+    who = _who(node, i)
+    return who if who.endswith(f"#{i}") else f"{who} (#{i})"
+
+
+def _role(op, j):
+    """What input j of a chain op is, for messages."""
+    if op == "Add":
+        return "bias"
+    roles = _ROLES.get(op, ())
+    return roles[j] if j < len(roles) else f"input {j}"
+
+
+def _constant(onnx, numpy_helper, node, where):
+    """The value of a Constant node (any of its value attributes but sparse or strings)."""
+    for a in node.attribute:
+        v = onnx.helper.get_attribute_value(a)
+        if a.name == "value":
+            return numpy_helper.to_array(v)
+        if a.name in ("value_int", "value_ints"):
+            return np.array(v, np.int64)
+        if a.name in ("value_float", "value_floats"):
+            return np.array(v, np.float32)
+    got = [a.name for a in node.attribute]
+    raise OnnxError(f"{where}: a Constant with {got or 'no value'} is not supported (only value, "
+                    "value_int(s) and value_float(s))")
+
+
+# ---------------------------------------------------- shape side-branches
+class _Sym:
+    """A value of a Reshape's shape computation (Shape -> Gather -> Unsqueeze -> Concat ...).
+
+    ``vals``: entries, each an int, ``BATCH`` (the batch size, the first entry of the shape
+    of any chain tensor) or None (unknown); ``open``: more unknown entries may follow (the
+    rank is not known); ``scalar``: a 0-d value (one entry).
+    """
+
+    BATCH = "batch"
+
+    def __init__(self, vals, open_=False, scalar=False):
+        self.vals, self.open, self.scalar = list(vals), open_, scalar
+
+    @classmethod
+    def of(cls, a):
+        a = np.asarray(a)
+        if a.dtype.kind not in "iub" or a.ndim > 1:
+            return cls([], True)
+        return cls([int(v) for v in a.ravel()], False, a.ndim == 0)
+
+    def ints(self):
+        """The entries as ints, or None where any is not a known int."""
+        if self.open or any(not isinstance(v, int) for v in self.vals):
+            return None
+        return self.vals
+
+    def __repr__(self):
+        s = ["?" if v is None else str(v) for v in self.vals] + (["..."] if self.open else [])
+        return s[0] if self.scalar else f"[{', '.join(s)}]"
+
+
+_UNKNOWN = _Sym([], True)
+
+
+def _slice_args(a, args, opset):
+    """(start, end) of a 1-D Slice along axis 0 with step 1, or None when not that."""
+    if opset < 10:  # attributes then, inputs since
+        starts, ends, axes, steps = a.get("starts"), a.get("ends"), a.get("axes"), None
+    else:
+        given = [v.ints() if v is not None else None for v in args[1:5]]
+        if any(v is None and g is not None for v, g in zip(given, args[1:5])):
+            return None  # a bound computed from something unknown
+        starts, ends, axes, steps = (given + [None] * 4)[:4]
+    if not starts or not ends or len(starts) != 1 or len(ends) != 1 or \
+            axes not in (None, [0], [-1]) or steps not in (None, [1]):
+        return None
+    return int(starts[0]), int(ends[0])
+
+
+def _eval_shape_op(op, a, args, opset):
+    """One op of a shape computation on _Sym arguments (None: an absent optional input)."""
+    x = args[0] if args else None
+    if op in ("Cast", "Identity"):
+        return x
+    if op == "Shape":  # opset 15's start/end keep the batch only when start is 0
+        start, end = int(a.get("start", 0)), a.get("end")
+        if start != 0 or (end is not None and int(end) < 1):
+            return _UNKNOWN
+        return _Sym([_Sym.BATCH], True) if end is None else \
+            _Sym([_Sym.BATCH] + [None] * (int(end) - 1))
+    if op == "Gather":
+        idx = args[1].ints() if len(args) > 1 else None
+        if int(a.get("axis", 0)) != 0 or idx is None or x.scalar:
+            return _UNKNOWN
+
+        def pick(k):
+            if k < 0:
+                if x.open:
+                    return None
+                k += len(x.vals)
+            return x.vals[k] if 0 <= k < len(x.vals) else None
+
+        return _Sym([pick(k) for k in idx], False, args[1].scalar)
+    if op in ("Unsqueeze", "Squeeze"):
+        axes = a.get("axes") if "axes" in a else (args[1].ints() if len(args) > 1 and
+                                                   args[1] is not None else None)
+        if op == "Unsqueeze" and x.scalar and list(axes or []) in ([0], [-1]):
+            return _Sym(x.vals)
+        if op == "Squeeze" and not x.open and len(x.vals) == 1 and \
+                list(axes or [0]) in ([0], [-1]):
+            return _Sym(x.vals, scalar=True)
+        return _UNKNOWN
+    if op == "Concat":
+        if int(a.get("axis", 0)) not in (0, -1) or any(v.scalar for v in args) or \
+                any(v.open for v in args[:-1]):
+            return _UNKNOWN
+        return _Sym([e for v in args for e in v.vals], args[-1].open)
+    if op == "Slice":
+        se = _slice_args(a, args, opset)
+        if se is None or x.scalar:
+            return _UNKNOWN
+        start, end = se
+        if not x.open:
+            return _Sym(x.vals[start:end])
+        if start < 0 or end < 0:
+            return _UNKNOWN
+        if end >= 2 ** 31:  # "to the end" of a shape of unknown rank
+            return _Sym(x.vals[start:], True)
+        return _Sym([x.vals[k] if k < len(x.vals) else None for k in range(start, end)])
+    if op in ("Mul", "Div", "Add", "Sub"):
+        y = args[1]
+        if x.open or y.open or min(len(x.vals), len(y.vals)) != 1 and len(x.vals) != len(y.vals):
+            return _UNKNOWN
+        n = max(len(x.vals), len(y.vals))
+        xs, ys = (x.vals * n)[:n], (y.vals * n)[:n]
+        f = {"Mul": lambda p, q: p * q, "Add": lambda p, q: p + q, "Sub": lambda p, q: p - q,
+             "Div": lambda p, q: int(p / q) if q else None}[op]
+        out = [f(p, q) if isinstance(p, int) and isinstance(q, int) else None
+               for p, q in zip(xs, ys)]
+        return _Sym(out, False, x.scalar and y.scalar)
+    return _UNKNOWN  # pragma: no cover
+
+
+def _shape_branches(onnx, graph, consts, opset):
+    """{tensor: _Sym} of the nodes that compute shapes from a chain tensor's Shape, and the
+    indices of those nodes (they are not layers and do not branch the chain)."""
+    sym, nodes = {}, set()
+    for i, node in enumerate(graph.node):
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx") or not len(node.output) or op not in SHAPE_OPS:
+            continue
+        ins = [t for t in node.input if t]
+        if op != "Shape" and not (ins and all(t in sym or t in consts for t in ins) and
+                                  any(t in sym for t in ins)):
+            continue
+        args = [] if op == "Shape" else [None if not t else sym[t] if t in sym else
+                                         _Sym.of(consts[t]) for t in node.input]
+        sym[node.output[0]] = _eval_shape_op(op, _attrs(onnx, node), args, opset)
+        nodes.add(i)
+    return sym, nodes
+
+
 def read_onnx(source) -> OnnxGraph:
     """Parse an ONNX file / ``ModelProto`` into layer specs; :class:`OnnxError` if unsupported."""
     onnx = _import_onnx()
@@ -312,14 +545,30 @@ def read_onnx(source) -> OnnxGraph:
     graph = model.graph
     opset = max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [1])
     consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
+    for i, node in enumerate(graph.node):
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            a = _attrs(onnx, node)
-            if "value" not in a:
-                raise OnnxError(f"Constant node {node.name!r}: only the 'value' attribute "
-                                "is supported")
-            consts[node.output[0]] = numpy_helper.to_array(a["value"])
+            consts[node.output[0]] = _constant(onnx, numpy_helper, node, _where(node, i))
 
+    # a tensor no initializer, Constant, node or graph input gives: a weight left out
+    produced = {t for node in graph.node for t in node.output if t}
+    graph_inputs = {i.name for i in graph.input}
+    for i, node in enumerate(graph.node):
+        for j, t in enumerate(node.input):
+            if t and t not in consts and t not in produced and t not in graph_inputs:
+                raise OnnxError(f"{_where(node, i)} needs {_role(node.op_type, j)} {t!r}, which "
+                                "the file does not contain")
+    free = [i.name for i in graph.input if i.name not in consts]
+    if len(free) > 1:  # old exports list weights as graph inputs: one without an initializer
+        for i, node in enumerate(graph.node):
+            ins = list(node.input)
+            for j, t in enumerate(ins):
+                if t in free and node.op_type in _ROLES and (
+                        (j >= 1 and ins[0] and ins[0] != t) or
+                        (j == 0 and node.op_type == "Add" and any(u in produced
+                                                                  for u in ins[1:]))):
+                    raise OnnxError(f"{_where(node, i)} needs {_role(node.op_type, j)} {t!r}, "
+                                    "which the file does not contain (a graph input without "
+                                    "an initializer)")
     inputs = [i for i in graph.input if i.name not in consts]
     if len(inputs) != 1:
         raise OnnxError(f"the graph must have exactly one image input, it has {len(inputs)}: "
@@ -331,26 +580,37 @@ def read_onnx(source) -> OnnxGraph:
     input_shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                         for d in dims[1:])
 
-    readers = {}  # tensor -> the nodes reading it
-    for node in graph.node:
+    sym, shape_nodes = _shape_branches(onnx, graph, consts, opset)
+    readers = {}  # tensor -> the nodes reading it (shape computations aside)
+    for i, node in enumerate(graph.node):
+        if i in shape_nodes:
+            continue
         for t in set(node.input):
-            if t and t not in consts:
-                who = f"{node.op_type} node {node.name or node.output[0]!r}"
-                readers.setdefault(t, []).append(who)
+            if t and t not in consts and t not in sym:
+                readers.setdefault(t, []).append(_who(node, i))
 
     cur = inputs[0].name
     specs, names = [], set()
     for i, node in enumerate(graph.node):
         op = node.op_type
-        if op == "Constant" and node.domain in ("", "ai.onnx"):
+        if (op == "Constant" and node.domain in ("", "ai.onnx")) or i in shape_nodes:
             continue
-        where = f"{op} node {node.name or node.output[0]!r} (#{i})"
-        if node.domain not in ("", "ai.onnx") or op not in SUPPORTED_OPS:
+        where = _where(node, i)
+        if node.domain not in ("", "ai.onnx") or op not in CHAIN_OPS:
             dom = f" of domain {node.domain!r}" if node.domain not in ("", "ai.onnx") else ""
+            if not dom and op in SHAPE_OPS:
+                raise OnnxError(f"unsupported op {op} in {where}: {op} is supported only in the "
+                                "shape computation of a Reshape (as in x.view(x.size(0), -1)), "
+                                "not on the activations")
+            only = [o for o in SHAPE_OPS if o not in CHAIN_OPS]
             raise OnnxError(f"unsupported op {op}{dom} in {where}; supported: "
-                            f"{', '.join(SUPPORTED_OPS)}")
-        data = [t for t in node.input if t and t not in consts]
-        if len(data) != 1 or node.input[0] != cur:
+                            f"{', '.join(CHAIN_OPS)} (and {', '.join(only)} in the shape "
+                            "computation of a Reshape)")
+        ins = list(node.input)
+        if op == "Add" and len(ins) == 2 and ins[1] == cur and ins[0] in consts:
+            ins.reverse()  # Add(bias, x): the same as Add(x, bias)
+        data = [t for t in ins if t and t not in consts and t not in sym]
+        if len(data) != 1 or ins[0] != cur:
             raise OnnxError(f"the graph is not sequential: {where} reads {list(node.input)}, but "
                             f"a chain node must read only the previous output {cur!r} (first) "
                             "plus initializers")
@@ -369,12 +629,12 @@ def read_onnx(source) -> OnnxGraph:
             while f"{name}_{k}" in names:
                 k += 1
             name = f"{name}_{k}"
-        spec = _parse_node(op, a, node, consts, where, name, out, specs)
+        spec = _parse_node(op, a, ins, consts, sym, where, name, out, specs)
         if spec is not None:
             names.add(spec.name)
             specs.append(spec)
-        elif op in ("Dropout", "Identity") and specs:
-            specs[-1].output = out  # the same values under a new name
+        elif op != "Add" and specs:  # an identity: the same values under a new name
+            specs[-1].output = out
         cur = out
     if not specs:
         raise OnnxError("the graph has no layers")
@@ -388,10 +648,10 @@ def _ints(a, key, default, n, where):
     return [int(t) for t in v]
 
 
-def _const(consts, node, k, where, what):
-    if len(node.input) <= k or not node.input[k]:
+def _const(consts, ins, k, where, what):
+    if len(ins) <= k or not ins[k]:
         return None
-    t = node.input[k]
+    t = ins[k]
     if t not in consts:
         raise OnnxError(f"{where}: its {what} {t!r} must be an initializer or Constant")
     return np.asarray(consts[t])
@@ -412,17 +672,34 @@ def _window_attrs(a, where, kernel):
     return dict(kernel=list(kernel), strides=strides, pads=pads, auto_pad=auto_pad)
 
 
-def _parse_node(op, a, node, consts, where, name, out, specs):
-    if op in ("Dropout", "Identity"):
+def _parse_node(op, a, ins, consts, sym, where, name, out, specs):
+    if op == "Dropout":
+        train = _const(consts, ins, 2, where, "training_mode")
+        if train is not None and bool(np.asarray(train).any()):
+            raise OnnxError(f"{where}: training_mode is true (random dropout); only inference "
+                            "Dropout, the identity, is supported")
         return None
+    if op == "Identity":
+        return None
+    if op == "AveragePool":
+        k = list(a.get("kernel_shape", []))
+        st, pads = list(a.get("strides", [1] * len(k))), list(a.get("pads", [0] * 2 * len(k)))
+        if k == [1, 1] and st == [1, 1] and not any(pads):
+            return None  # the identity (torchvision's AdaptiveAvgPool2d at its own size)
+        raise OnnxError(f"unsupported op AveragePool in {where}: only kernel 1, stride 1 "
+                        "without padding (the identity, as torchvision's AdaptiveAvgPool2d "
+                        f"exports at its native size) is supported; got kernel_shape={k}, "
+                        f"strides={st}, pads={pads}")
+    if op == "GlobalAveragePool":
+        return LayerSpec(name, "gap", out, where)
     if op == "Relu":
         return LayerSpec(name, "relu", out, where)
     if op == "Conv":
-        w = _const(consts, node, 1, where, "weight")
+        w = _const(consts, ins, 1, where, "weight")
         if w is None or w.ndim != 4:
             raise OnnxError(f"{where}: only 2-D convolutions with a weight initializer "
                             f"(M, C/group, kh, kw) are supported")
-        b = _const(consts, node, 2, where, "bias")
+        b = _const(consts, ins, 2, where, "bias")
         if b is not None and b.shape != (w.shape[0],):
             raise OnnxError(f"{where}: bias has shape {b.shape}, expected ({w.shape[0]},)")
         kernel = _ints(a, "kernel_shape", list(w.shape[2:]), 2, where)
@@ -451,12 +728,12 @@ def _parse_node(op, a, node, consts, where, name, out, specs):
     if op == "Gemm":
         if int(a.get("transA", 0)):
             raise OnnxError(f"{where}: transA=1 is not supported (the activation must be A)")
-        B = _const(consts, node, 1, where, "B")
+        B = _const(consts, ins, 1, where, "B")
         if B is None or B.ndim != 2:
             raise OnnxError(f"{where}: B must be a 2-D initializer")
         w = B if int(a.get("transB", 0)) else B.T
         w = (float(a.get("alpha", 1.0)) * w.astype(np.float64)).astype(np.float32)
-        C = _const(consts, node, 2, where, "C")
+        C = _const(consts, ins, 2, where, "C")
         bias = None
         if C is not None:
             try:
@@ -467,7 +744,7 @@ def _parse_node(op, a, node, consts, where, name, out, specs):
             bias = (float(a.get("beta", 1.0)) * bias).astype(np.float32)
         return LayerSpec(name, "fc", out, where, dict(source="Gemm"), np.ascontiguousarray(w), bias)
     if op == "MatMul":
-        B = _const(consts, node, 1, where, "B")
+        B = _const(consts, ins, 1, where, "B")
         if B is None or B.ndim != 2:
             raise OnnxError(f"{where}: B must be a 2-D initializer (in, out)")
         return LayerSpec(name, "fc", out, where, dict(source="MatMul"),
@@ -477,7 +754,7 @@ def _parse_node(op, a, node, consts, where, name, out, specs):
         if prev is None or prev.op != "fc" or prev.attrs.get("source") != "MatMul" or \
                 prev.bias is not None:
             raise OnnxError(f"{where}: Add is only supported as the bias of a MatMul")
-        c = _const(consts, node, 1, where, "bias")
+        c = _const(consts, ins, 1, where, "bias")
         O = prev.weight.shape[0]
         try:
             prev.bias = np.broadcast_to(c, (1, O)).reshape(-1).astype(np.float32)
@@ -492,13 +769,20 @@ def _parse_node(op, a, node, consts, where, name, out, specs):
                             f"axis={a['axis']}")
         return LayerSpec(name, "flatten", out, where)
     if op == "Reshape":
-        shape = _const(consts, node, 1, where, "shape")
-        shape = [int(v) for v in (shape if shape is not None else a.get("shape", []))]
-        # the batch stays first: [0 | 1 | -1, -1 | features] (1: the zoo's batch-1 graphs)
-        if len(shape) != 2 or shape[0] not in (-1, 0, 1) or not (shape[1] == -1 or shape[1] > 0) \
-                or shape == [-1, -1]:
+        if len(ins) > 1 and ins[1] in sym:  # computed: x.view(x.size(0), -1) and the like
+            got = sym[ins[1]]
+            shape = [] if got.open or got.scalar else got.vals
+            got = f"{got} (computed from the input's shape)"
+        else:
+            shape = _const(consts, ins, 1, where, "shape")
+            shape = [int(v) for v in (shape if shape is not None else a.get("shape", []))]
+            got = str(shape)
+        # the batch stays first: [batch | 0 | 1 | -1, -1 | features] (1: the zoo's batch-1 graphs)
+        if len(shape) != 2 or shape[0] not in (-1, 0, 1, _Sym.BATCH) or \
+                not (shape[1] == -1 or (isinstance(shape[1], int) and shape[1] > 0)) or \
+                shape == [-1, -1]:
             raise OnnxError(f"{where}: only a Reshape that flattens each sample to (N, -1) is "
-                            f"supported, got target shape {shape}")
+                            f"supported, got target shape {got}")
         return LayerSpec(name, "flatten", out, where,
                          dict(features=shape[1] if shape[1] > 0 else None))
     if op == "Softmax":
@@ -523,6 +807,8 @@ def build_layer(spec: LayerSpec) -> Layer:
         return Flatten(at.get("features"))
     if spec.op == "softmax":
         return Softmax()
+    if spec.op == "gap":
+        return GlobalPool1x1(spec.where)
     pads, auto = at["pads"], at["auto_pad"]
     symmetric = auto == "NOTSET" and pads[:2] == pads[2:]
     if spec.op == "conv":
@@ -554,9 +840,11 @@ class OnnxNet(ConvNet):
     Args:
         source: path of an ``.onnx`` file, or an ``onnx.ModelProto``.
         input_size: (H, W) of the input, when the file leaves it symbolic (or to override it).
-        mean, channel_order, resample: image handling (:class:`ImageTransform`; the default is
-            the Caffe convention: BGR, mean B, G, R = 104, 117, 123). Needs C = 3 input
-            channels for ``preprocess``.
+        mean, channel_order, resample, std, fit: image handling (:class:`ImageTransform`; the
+            default is the Caffe convention: BGR, mean B, G, R = 104, 117, 123, no std, images
+            of other sizes cropped). A torchvision-trained net takes ``channel_order="RGB"``,
+            ``mean=(123.675, 116.28, 103.53)``, ``std=(58.395, 57.12, 57.375)`` (ImageNet's
+            statistics scaled to [0, 255]). Needs C = 3 input channels for ``preprocess``.
 
     Layers are named after the ONNX nodes (``net.names``); ``net.onnx_outputs[name]`` is the
     ONNX tensor holding a layer's output. Representations get the paper's heuristic
@@ -564,7 +852,7 @@ class OnnxNet(ConvNet):
     """
 
     def __init__(self, source, *, input_size=None, mean=None, channel_order="BGR",
-                 resample="bilinear"):
+                 resample="bilinear", std=None, fit="crop"):
         g = read_onnx(source)
         C, H, W = g.input_shape
         if input_size is not None:
@@ -577,16 +865,17 @@ class OnnxNet(ConvNet):
         self.onnx_outputs = {s.name: s.output for s in g.layers}
         self.opset = g.opset
         layers = [(s.name, build_layer(s)) for s in g.layers]
-        transform = ImageTransform((H, W), channel_order, mean, resample) if C == 3 else None
+        transform = ImageTransform((H, W), channel_order, mean, resample, std, fit) \
+            if C == 3 else None
         where = "an ONNX model" if hasattr(source, "graph") else os.fspath(source)
         super().__init__(layers, input_shape=(C, H, W), transform=transform, trained=True,
                          source=f"weights from {where}")
 
-    def preprocess(self, image):
+    def preprocess(self, image, fit=None):
         if self.input_shape[0] != 3:
             raise ValueError(f"preprocess makes 3-channel inputs; this net takes "
                              f"{self.input_shape[0]} channels: build x yourself")
-        return super().preprocess(image)
+        return super().preprocess(image, fit)
 
     def deprocess(self, x, clip=False):
         if self.input_shape[0] != 3:

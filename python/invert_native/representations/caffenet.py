@@ -18,19 +18,27 @@ Images
 The network takes preprocessed batches x (N, 3, 227, 227) float32 (NumPy, or
 CuPy after ``net.to("cuda")``). :meth:`ConvNet.preprocess` makes one from an
 H x W x 3 RGB image in [0, 255] (uint8 or float; an H x W or H x W x 1 grey
-image is replicated to three channels):
+image is replicated to three channels; an RGBA or grey + alpha image is
+composited over white, as the command line does; a float image whose values
+all lie in [0, 1] draws a UserWarning, since the net expects [0, 255]):
 
-1. resize to 227 x 227 with Pillow (``resample="bilinear"`` by default, or
+1. frame it to 227 x 227 with Pillow (``resample="bilinear"`` by default, or
    ``"bicubic"``, ``"lanczos"``, ``"nearest"``), each channel as a float32
-   image, so there is no rounding to uint8; the aspect ratio is not kept (crop
-   first if that matters). An image already 227 x 227 is not resampled.
+   image, so there is no rounding to uint8. ``fit="crop"`` (the default, as
+   the command line and the experiments do) resizes keeping the aspect ratio
+   until the image covers 227 x 227 and centre-crops; ``fit="stretch"``
+   resizes to 227 x 227 (Caffe's classic resize, aspect not kept). An image
+   already 227 x 227 is not resampled. :meth:`ConvNet.fit_image` returns this
+   framed RGB image (to show beside reconstructions).
 2. reorder the channels to what the weights expect: ``channel_order="BGR"``
    (Caffe models, the default) or ``"RGB"``;
 3. subtract the mean: by default the per-channel ImageNet mean of Caffe,
    B, G, R = 104, 117, 123 (given in the network's channel order); or a
    ``mean`` of 3 values in the network's channel order; or a full mean image
    (3, h, w) in the network's channel order, h, w >= 227, centre-cropped to
-   227 x 227 (e.g. Caffe's ``ilsvrc_2012_mean.npy``, 3 x 256 x 256, BGR).
+   227 x 227 (e.g. Caffe's ``ilsvrc_2012_mean.npy``, 3 x 256 x 256, BGR);
+   then, for nets given a per-channel ``std`` (torchvision-trained ones, via
+   :class:`~invert_native.OnnxNet`), divide by it.
 
 :meth:`ConvNet.deprocess` is the exact inverse of steps 2-3 for a batch
 (N, 3, 227, 227) -> (N, 227, 227, 3) RGB. It does not clip: reconstructions can
@@ -60,7 +68,10 @@ Weights
   and the matching ``.bias`` vectors (:data:`NPZ_SHAPES`). Convolution weights
   are (out, in / groups, kh, kw) as in Caffe, ONNX and PyTorch; fully connected
   weights (out, in), in taking the previous layer's output flattened in C order
-  (channel, row, column). :meth:`CaffeNet.save_npz` writes this layout.
+  (channel, row, column). An optional key ``__order__`` (:data:`NPZ_ORDER_KEY`),
+  a 0-d string array ``"caffenet"`` or ``"alexnet"``, records the layer order;
+  without it the file is read in CaffeNet's order (pool then norm).
+  :meth:`CaffeNet.save_npz` writes this layout, the order included.
 * :meth:`CaffeNet.random` -- He-initialised, *untrained* weights for tests and
   for runs where no weights are at hand (``net.trained`` is False and the repr
   says UNTRAINED).
@@ -70,6 +81,8 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
+import zipfile
 from typing import Mapping
 
 import numpy as np
@@ -79,7 +92,7 @@ from ..invert import CNN_SCHEDULE
 from ..nn import LRN, Conv2d, Linear, MaxPool2d, ReLU, Sequential
 
 __all__ = ["CaffeNet", "ConvNet", "ImageTransform", "LayerRepresentation", "CAFFENET_LAYERS",
-           "CAFFE_MEAN_BGR", "NPZ_SHAPES", "PAPER_RECEPTIVE_FIELDS"]
+           "CAFFE_MEAN_BGR", "NPZ_SHAPES", "NPZ_ORDER_KEY", "PAPER_RECEPTIVE_FIELDS"]
 
 CAFFENET_LAYERS = ("conv1", "relu1", "mpool1", "norm1", "conv2", "relu2", "mpool2", "norm2",
                    "conv3", "relu3", "conv4", "relu4", "conv5", "relu5", "mpool5", "fc6", "relu6",
@@ -109,12 +122,15 @@ for _n, (_o, _i) in _FC.items():
     NPZ_SHAPES[f"{_n}.weight"] = (_o, _i)
     NPZ_SHAPES[f"{_n}.bias"] = (_o,)
 
+# The .npz key recording the layer order ("caffenet" or "alexnet"); see the module doc.
+NPZ_ORDER_KEY = "__order__"
+
 _RESAMPLE = ("nearest", "bilinear", "bicubic", "lanczos")
 
 
 # --------------------------------------------------------------------- images
 class ImageTransform:
-    """Image <-> network input: resize, channel order, mean subtraction (see the module doc).
+    """Image <-> network input: framing, channel order, mean (and std) (see the module doc).
 
     Args:
         size: (H, W) of the network input.
@@ -123,15 +139,22 @@ class ImageTransform:
             3 values in the network's channel order, or an image (3, h, w) in the network's
             channel order with h >= H, w >= W (centre-cropped).
         resample: Pillow filter for the resize: nearest, bilinear, bicubic or lanczos.
+        std: None, or 3 positive values in the network's channel order: the input is divided
+            by them after the mean subtraction (torchvision-trained nets: 255 times
+            0.229, 0.224, 0.225 in RGB, with mean 255 times 0.485, 0.456, 0.406).
+        fit: how an image of another size is framed: ``"crop"`` (the default: resize keeping
+            the aspect ratio until it covers H x W, then centre-crop; what the command line
+            does) or ``"stretch"`` (resize to H x W, the aspect ratio not kept).
     """
 
-    def __init__(self, size=(227, 227), channel_order="BGR", mean=None, resample="bilinear"):
+    def __init__(self, size=(227, 227), channel_order="BGR", mean=None, resample="bilinear",
+                 std=None, fit="crop"):
         self.size = (int(size[0]), int(size[1]))
         if channel_order not in ("BGR", "RGB"):
             raise ValueError(f"channel_order must be 'BGR' or 'RGB', got {channel_order!r}")
         if resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {', '.join(_RESAMPLE)}, got {resample!r}")
-        self.channel_order, self.resample = channel_order, resample
+        self.channel_order, self.resample, self.fit = channel_order, resample, _check_fit(fit)
         H, W = self.size
         if mean is None:
             m = np.array(CAFFE_MEAN_BGR if channel_order == "BGR" else CAFFE_MEAN_BGR[::-1],
@@ -149,23 +172,45 @@ class ImageTransform:
             if not np.isfinite(m).all():
                 raise ValueError("mean contains NaN or Inf")
         self.mean = m  # (3, 1, 1) or (3, H, W), network channel order
+        self.std = None
+        if std is not None:
+            d = np.array(std, dtype=np.float32)
+            if d.shape != (3,) or not np.isfinite(d).all() or (d <= 0).any():
+                raise ValueError(f"std must be 3 positive values in the network's channel "
+                                 f"order, got {std!r}")
+            self.std = d.reshape(3, 1, 1)
 
-    def preprocess(self, image) -> np.ndarray:
-        """H x W x 3 RGB image in [0, 255] (or grey H x W) -> (1, 3, H, W) float32 network input."""
+    def fit_image(self, image, fit=None) -> np.ndarray:
+        """Any accepted image -> the H x W x 3 RGB float32 image in [0, 255] the net sees.
+
+        Accepts H x W x 3 RGB, H x W x 4 RGBA and H x W x 2 grey + alpha (alpha in the
+        image's range, [0, 255]; composited over white, as the command line does), and
+        H x W or H x W x 1 grey (replicated to three channels), uint8 or float. A float
+        image whose values are all in [0, 1] draws a UserWarning (the net expects [0, 255]).
+        Other sizes are framed by ``fit`` (None: this transform's; see the class doc) with
+        Pillow's ``resample`` filter, each channel as a float32 image (no rounding to uint8);
+        a filter's overshoot beyond both [0, 255] and the image's own range is clipped.
+        """
+        fit = self.fit if fit is None else _check_fit(fit)
         if _backend.is_cupy(image):
             image = image.get()
         img = np.asarray(image)
         if img.dtype == bool or not np.issubdtype(img.dtype, np.number) or \
                 np.issubdtype(img.dtype, np.complexfloating):
             raise TypeError(f"the image must hold real numbers in [0, 255], got dtype {img.dtype}")
+        if np.issubdtype(img.dtype, np.floating) and img.size and 0.0 < float(img.max()) <= 1.0:
+            warnings.warn(f"the image's values look like [0, 1] (max {float(img.max()):.3g}); "
+                          "the net expects [0, 255]: multiply by 255", UserWarning, stacklevel=3)
+        if img.ndim == 3 and img.shape[2] in (2, 4):  # grey + alpha, RGBA
+            a = img[:, :, -1:].astype(np.float32) / np.float32(255.0)
+            img = img[:, :, :-1].astype(np.float32) * a + np.float32(255.0) * (1 - a)
         if img.ndim == 3 and img.shape[2] == 1:
             img = img[:, :, 0]
         if img.ndim == 2:
             img = np.repeat(img[:, :, None], 3, axis=2)
         if img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"the image must be H x W x 3 RGB (or H x W grey), got shape "
-                             f"{img.shape}" + ("; drop the alpha channel first (image[..., :3])"
-                                               if img.ndim == 3 and img.shape[2] == 4 else ""))
+            raise ValueError(f"the image must be H x W x 3 RGB (or RGBA, or H x W grey), got "
+                             f"shape {img.shape}")
         if min(img.shape[:2]) < 1:
             raise ValueError(f"the image is empty: shape {img.shape}")
         img = img.astype(np.float32)
@@ -173,11 +218,28 @@ class ImageTransform:
             raise ValueError("the image contains NaN or Inf pixels")
         H, W = self.size
         if img.shape[:2] != (H, W):
-            img = self._resize(img, H, W)
-        x = img.transpose(2, 0, 1)  # (3, H, W) RGB
+            lo, hi = min(0.0, float(img.min())), max(255.0, float(img.max()))
+            if fit == "stretch":
+                img = self._resize(img, H, W)
+            else:
+                h, w = img.shape[:2]
+                s = max(H / h, W / w)
+                nh, nw = max(H, round(h * s)), max(W, round(w * s))
+                img = self._resize(img, nh, nw)
+                t, l = (nh - H) // 2, (nw - W) // 2
+                img = img[t:t + H, l:l + W]
+            img = np.clip(img, lo, hi)
+        return np.ascontiguousarray(img, dtype=np.float32)
+
+    def preprocess(self, image, fit=None) -> np.ndarray:
+        """An image (see :meth:`fit_image`) -> (1, 3, H, W) float32 network input: framed to
+        H x W, reordered to the network's channels, minus the mean (divided by ``std``)."""
+        x = self.fit_image(image, fit).transpose(2, 0, 1)  # (3, H, W) RGB
         if self.channel_order == "BGR":
             x = x[::-1]
         x = x - self.mean
+        if self.std is not None:
+            x = x / self.std
         return np.ascontiguousarray(x[None], dtype=np.float32)
 
     def _resize(self, img, H, W):
@@ -194,9 +256,9 @@ class ImageTransform:
     def deprocess(self, x, clip: bool = False):
         """(N, 3, H, W) (or (3, H, W)) network input -> (N, H, W, 3) (or (H, W, 3)) RGB images.
 
-        The exact inverse of :meth:`preprocess` without the resize: adds the mean and restores
-        RGB order. NumPy in, NumPy out; CuPy in, CuPy out. Values are not clipped unless
-        ``clip`` (then to [0, 255], for display).
+        The exact inverse of :meth:`preprocess` without the framing: multiplies by ``std`` (if
+        any), adds the mean and restores RGB order. NumPy in, NumPy out; CuPy in, CuPy out.
+        Values are not clipped unless ``clip`` (then to [0, 255], for display).
         """
         xp = _backend.array_module(x)
         if not (_backend.is_cupy(x) or isinstance(x, np.ndarray)):
@@ -207,7 +269,10 @@ class ImageTransform:
         if x.ndim != 4 or tuple(x.shape[1:]) != (3,) + self.size:
             raise ValueError(f"deprocess takes network inputs (N, 3, {self.size[0]}, "
                              f"{self.size[1]}), got shape {tuple(x.shape)}")
-        img = x.astype(xp.float32) + xp.asarray(self.mean)
+        img = x.astype(xp.float32)
+        if self.std is not None:
+            img = img * xp.asarray(self.std)
+        img = img + xp.asarray(self.mean)
         if self.channel_order == "BGR":
             img = img[:, ::-1]
         img = xp.ascontiguousarray(img.transpose(0, 2, 3, 1))
@@ -218,8 +283,16 @@ class ImageTransform:
     def __repr__(self):
         mean = "image" if self.mean.shape[1:] != (1, 1) else \
             tuple(float(v) for v in self.mean.ravel())
+        std = None if self.std is None else tuple(float(v) for v in self.std.ravel())
         return (f"ImageTransform(size={self.size}, channel_order={self.channel_order!r}, "
-                f"mean={mean}, resample={self.resample!r})")
+                f"mean={mean}, std={std}, resample={self.resample!r}, fit={self.fit!r})")
+
+
+def _check_fit(fit):
+    if fit not in ("crop", "stretch"):
+        raise ValueError(f"fit must be 'crop' (keep the aspect ratio, centre-crop) or 'stretch', "
+                         f"got {fit!r}")
+    return fit
 
 
 # ------------------------------------------------------------ shapes and fields
@@ -308,9 +381,17 @@ class ConvNet(Sequential):
         self._shapes = shapes
 
     # -- images
-    def preprocess(self, image) -> np.ndarray:
-        """H x W x 3 RGB image in [0, 255] -> (1, C, H, W) float32 network input (NumPy)."""
-        return self.transform.preprocess(image)
+    def preprocess(self, image, fit=None) -> np.ndarray:
+        """H x W x 3 RGB image in [0, 255] -> (1, C, H, W) float32 network input (NumPy).
+
+        ``fit``: ``"crop"`` or ``"stretch"`` for an image of another size (None: the net's
+        transform's, ``"crop"`` unless set); see :class:`ImageTransform`."""
+        return self.transform.preprocess(image, fit)
+
+    def fit_image(self, image, fit=None) -> np.ndarray:
+        """The image as the net sees it: (H, W, 3) RGB float32 in [0, 255], framed as
+        :meth:`preprocess` frames it (``deprocess(preprocess(image))[0]`` up to rounding)."""
+        return self.transform.fit_image(image, fit)
 
     def deprocess(self, x, clip: bool = False):
         """(N, 3, H, W) network input -> (N, H, W, 3) RGB images (not clipped unless ``clip``)."""
@@ -403,11 +484,16 @@ class ConvNet(Sequential):
         (paper Fig. 10: CaffeNet's two streams; group 0 = the first half of the channels).
 
         Returns (C, 1, 1) float32 (pass it as ``mask=`` to :func:`invert_native.invert`).
+        ValueError on a net without grouped convolutions (no channel groups to select).
         """
         shape = self.code_shape(layer)
         if len(shape) != 3:
             raise ValueError(f"layer {layer!r} has no channel groups (code shape {shape}): group "
                              "masks apply to convolutional layers")
+        if not any(getattr(getattr(lay, "core", lay), "groups", 1) > 1 for _, lay in self):
+            raise ValueError(f"this {type(self).__name__} has no grouped convolution, so its "
+                             "layers have no channel groups to select (Fig. 10 needs a net such "
+                             "as CaffeNet, whose conv2, conv4 and conv5 have two groups)")
         C = shape[0]
         groups, group = int(groups), int(group)
         if groups < 1 or C % groups:
@@ -513,14 +599,34 @@ def _layer_order(order):
                      f"got {order!r}")
 
 
+def _weights_order(recorded, given):
+    """The layer order from a weights mapping's NPZ_ORDER_KEY entry and the caller's."""
+    if recorded is not None:
+        a = np.asarray(recorded.get() if _backend.is_cupy(recorded) else recorded)
+        if a.ndim != 0 or a.dtype.kind not in "US":
+            raise ValueError(f"{NPZ_ORDER_KEY} must be a 0-d string array 'caffenet' or "
+                             f"'alexnet', got {a!r}")
+        recorded = str(a.item().decode() if a.dtype.kind == "S" else a.item())
+        _layer_order(recorded)  # a known order
+        if given is not None and given != recorded:
+            raise ValueError(f"order={given!r}, but the weights record {recorded!r} order under "
+                             f"{NPZ_ORDER_KEY}: the same weights in another order are another "
+                             "net; leave order out")
+        return recorded
+    return "caffenet" if given is None else given
+
+
 class CaffeNet(ConvNet):
     """The BVLC reference CaffeNet (paper's CNN-A) from native layers; see the module doc.
 
     Args:
         weights: mapping in the :data:`NPZ_SHAPES` layout (``conv1.weight``, ``conv1.bias``, ...,
-            ``fc8.bias``); fc8 may have any number of classes. Arrays are copied as float32.
-        mean, channel_order, resample: image handling (:class:`ImageTransform`).
-        order: ``"caffenet"`` (pool then norm) or ``"alexnet"`` (norm then pool).
+            ``fc8.bias``, optionally :data:`NPZ_ORDER_KEY`); fc8 may have any number of
+            classes. Arrays are copied as float32; NaN or Inf values are refused.
+        mean, channel_order, resample, fit: image handling (:class:`ImageTransform`).
+        order: ``"caffenet"`` (pool then norm) or ``"alexnet"`` (norm then pool); None (the
+            default): the weights' :data:`NPZ_ORDER_KEY` entry, else ``"caffenet"``. An order
+            that contradicts the weights' entry is an error.
         trained: whether the weights come from training (False for :meth:`random`).
         source: where the weights come from (shown in the repr).
 
@@ -528,12 +634,14 @@ class CaffeNet(ConvNet):
     """
 
     def __init__(self, weights: Mapping, *, mean=None, channel_order="BGR", resample="bilinear",
-                 order="caffenet", trained=True, source="weights given to the constructor"):
-        names = _layer_order(order)
+                 fit="crop", order=None, trained=True,
+                 source="weights given to the constructor"):
         if not isinstance(weights, Mapping):
             raise TypeError(f"weights must be a mapping name -> array, got "
                             f"{type(weights).__name__}")
         w = {str(k): v for k, v in weights.items()}
+        order = _weights_order(w.pop(NPZ_ORDER_KEY, None), order)
+        names = _layer_order(order)
         missing = [k for k in NPZ_SHAPES if k not in w]
         if missing:
             raise ValueError(f"CaffeNet: missing weight tensors: {', '.join(missing)} (expected "
@@ -552,6 +660,12 @@ class CaffeNet(ConvNet):
                 shape = (classes,) + shape[1:]
             if tuple(a.shape) != shape:
                 raise ValueError(f"CaffeNet: {k} has shape {tuple(a.shape)}, expected {shape}")
+            xp = _backend.array_module(a)
+            if a.dtype == bool or not np.issubdtype(a.dtype, np.number) or \
+                    np.issubdtype(a.dtype, np.complexfloating):
+                raise TypeError(f"CaffeNet: {k} must hold numbers, got dtype {a.dtype}")
+            if not bool(xp.isfinite(a).all()):
+                raise ValueError(f"CaffeNet: {k} contains NaN or Inf")
             arrays[k] = a
         self.order = order
         layers = []
@@ -571,7 +685,8 @@ class CaffeNet(ConvNet):
                 layer = LRN(**_LRN)
             layers.append((name, layer))
         super().__init__(layers, input_shape=_INPUT,
-                         transform=ImageTransform(_INPUT[1:], channel_order, mean, resample),
+                         transform=ImageTransform(_INPUT[1:], channel_order, mean, resample,
+                                                  fit=fit),
                          trained=trained, source=source)
 
     # -- constructors
@@ -597,10 +712,29 @@ class CaffeNet(ConvNet):
 
     @classmethod
     def from_npz(cls, path, **kwargs) -> "CaffeNet":
-        """Weights from an .npz file in the :data:`NPZ_SHAPES` layout (see the module doc)."""
+        """Weights from an .npz file in the :data:`NPZ_SHAPES` layout (see the module doc),
+        in the order its :data:`NPZ_ORDER_KEY` entry records (CaffeNet's without one).
+
+        ValueError if the file is not an .npz archive or holds pickled (object) arrays."""
         path = os.fspath(path)
-        with np.load(path, allow_pickle=False) as f:
-            weights = {k: f[k] for k in f.files}
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no .npz file at {path}")
+        hint = " (an ONNX model: use CaffeNet.from_onnx)" if path.lower().endswith(".onnx") \
+            else ""
+        if not zipfile.is_zipfile(path):  # np.load would try a pickle or return one array
+            raise ValueError(f"{path} is not an .npz archive{hint}: CaffeNet.from_npz reads the "
+                             "layout CaffeNet.save_npz writes (np.savez, one array per weight)")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                weights = {}
+                for k in f.files:
+                    try:
+                        weights[k] = f[k]
+                    except ValueError as exc:  # object arrays need pickle
+                        raise ValueError(f"{path}: {k} cannot be read without pickle ({exc}); "
+                                         "save plain numeric arrays") from None
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ValueError(f"{path} is not a readable .npz archive: {exc}") from None
         kwargs.setdefault("source", f"weights from {path}")
         return cls(weights, **kwargs)
 
@@ -612,12 +746,17 @@ class CaffeNet(ConvNet):
 
         weights, order = caffenet_weights(path)
         where = "an ONNX model" if hasattr(path, "graph") else os.fspath(path)
+        given = kwargs.pop("order", None)
+        if given is not None and given != order:
+            raise ValueError(f"order={given!r}, but {where} is in {order!r} order "
+                             f"({'pool then norm' if order == 'caffenet' else 'norm then pool'}): "
+                             "the order is read from the graph; leave it out")
         kwargs.setdefault("source", f"weights from {where}")
-        kwargs.setdefault("order", order)
-        return cls(weights, **kwargs)
+        return cls({**weights, NPZ_ORDER_KEY: order}, **kwargs)
 
     def weights(self) -> dict:
-        """The weights in the :data:`NPZ_SHAPES` layout, as NumPy float32 arrays."""
+        """The weights in the :data:`NPZ_SHAPES` layout, as NumPy float32 arrays (the order is
+        ``self.order``; :meth:`save_npz` records it)."""
         out = {}
         for name, layer in self:
             if isinstance(layer, (Conv2d, Linear)):
@@ -627,8 +766,9 @@ class CaffeNet(ConvNet):
         return out
 
     def save_npz(self, path) -> None:
-        """Write the weights in the :data:`NPZ_SHAPES` layout (readable by :meth:`from_npz`)."""
-        np.savez(os.fspath(path), **self.weights())
+        """Write the weights in the :data:`NPZ_SHAPES` layout with the layer order under
+        :data:`NPZ_ORDER_KEY` (readable by :meth:`from_npz`)."""
+        np.savez(os.fspath(path), **self.weights(), **{NPZ_ORDER_KEY: np.array(self.order)})
 
     def paper_lambdas_of(self, layer: str):
         """(2.16e8, lambda_V): lambda_V = 0.5 for layers 1-6, 5 for 7-12, 50 for 13-20 (the
