@@ -56,6 +56,7 @@ void bind_hog_cpu(py::module_& m) {
               const Shape s = shape_of(dx);
               const auto p = make_hog_cells_params(s[0], s[1], s[2], s[3], cell, O, binning);
               check_cells(p, dhist, pix, assign, false, false);
+              check_hog_assign(p, iptr(assign));
               py::gil_scoped_release nogil;
               hog_cells_backward(p, cptr(pix), iptr(assign), cptr(dhist), mptr(dx));
           },

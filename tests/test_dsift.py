@@ -555,3 +555,19 @@ def test_bad_input_raises_clear_errors():
         net = invert_native.DSIFT(bin_size=3, step=3)
         net.forward(np.zeros((1, 1, 20, 20), np.float32))
         net.backward(np.zeros((1, 128, 2, 2), np.float32))
+
+
+@pytest.mark.parametrize("bad", [None, "abc", [[1, 2], [3]]])
+def test_dsift_non_arrays_raise_type_error_naming_the_argument(bad):
+    with pytest.raises(TypeError, match="dsift: gray must be an array of real numbers"):
+        invert_native.dsift(bad)
+
+
+def test_dsift_values_beyond_float32_range_say_so():
+    im = np.full((30, 30), 100.0)
+    im[3, 4] = 1e39
+    with pytest.raises(ValueError, match="beyond float32 range"):
+        invert_native.dsift(im)
+    im[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        invert_native.dsift(im)

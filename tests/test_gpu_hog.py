@@ -111,6 +111,16 @@ def test_hog_cuda_keeps_vlfeat_tie_rules(cp, O, binning):
         assert rel_l2(g_hist.get(), hist) < 1e-6
 
 
+def test_hog_cells_backward_cuda_rejects_forged_assign(cp):
+    x = cp.asarray(f32(np.random.default_rng(0).uniform(0, 255, (1, 3, 33, 41))))
+    hist, pix, assign = ops.hog_cells_forward(x, 8, 9, "hard")
+    for plane, value in ((1, 10 ** 8), (2, -5), (0, 7)):
+        bad = assign.copy()
+        bad[0, plane, 5, 5] = value
+        with pytest.raises(ValueError, match=r"assign\[:, %d\]" % plane):
+            ops.hog_cells_backward(cp.ones_like(hist), pix, bad, x.shape, 8, 9, "hard")
+
+
 def test_hog_gpu_rejects_non_finite(cp):
     x = cp.full((1, 1, 32, 32), 10.0, dtype=cp.float32)
     x[0, 0, 3, 3] = cp.nan

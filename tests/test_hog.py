@@ -374,3 +374,40 @@ def test_ops_reject_bad_arrays():
     y, blocks = ops.hog_norm_forward(hist)
     with pytest.raises(ValueError, match="shape"):
         ops.hog_norm_backward(hist, blocks[:, :-1], y)
+
+
+@pytest.mark.parametrize("plane,value", [(1, 10 ** 8), (1, 1000), (2, 18), (1, -5), (2, -2),
+                                         (0, 7), (0, 3), (0, -2)])
+def test_backward_rejects_forged_assign_indices(plane, value):
+    # backward indexes dhist with the bins: out-of-range entries must raise, not crash
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 33, 41)).astype(np.float32)
+    for binning in ("hard", "bilinear", "relu"):
+        hist, pix, assign = ops.hog_cells_forward(x, 8, 9, binning)
+        assign[0, plane, 5, 5] = value
+        with pytest.raises(ValueError, match=r"assign\[:, %d\].*outside \[-1, " % plane):
+            ops.hog_cells_backward(np.ones_like(hist), pix, assign, x.shape, 8, 9, binning)
+    # the largest valid values pass
+    hist, pix, assign = ops.hog_cells_forward(x, 8, 9, "bilinear")
+    assign[0, 0, 5, 5], assign[0, 1, 5, 5], assign[0, 2, 5, 5] = 2, 17, -1
+    ops.hog_cells_backward(np.ones_like(hist), pix, assign, x.shape, 8, 9, "bilinear")
+
+
+@pytest.mark.parametrize("bad", [None, "abc", b"xy", [[1, 2], [3]], {"a": 1}])
+def test_non_arrays_raise_type_error_naming_the_image(bad):
+    with pytest.raises(TypeError, match="hog: image must be an array of real numbers"):
+        invert_native.hog(bad)
+
+
+def test_values_beyond_float32_range_say_so():
+    img = np.full((32, 32), 100.0)
+    img[4, 5] = 1e39  # finite in float64, Inf in float32
+    with pytest.raises(ValueError, match="beyond float32 range"):
+        invert_native.hog(img)
+    img[4, 5] = -3.5e38
+    with pytest.raises(ValueError, match="beyond float32 range"):
+        invert_native.hog(img)
+    img[4, 5] = 1e6  # a float64 image within range: converted
+    assert np.isfinite(invert_native.hog(img)).all()
+    img[4, 5] = np.inf
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        invert_native.hog(img)

@@ -97,6 +97,11 @@ inline DsiftParams make_dsift_params(index_t N, index_t H, index_t W, index_t K,
             "dsift: bounds (xmin, ymin, xmax, ymax) = (" + str(bx0) + ", " + str(by0) + ", " +
                 str(bx1) + ", " + str(by1) + ") leave no pixel of the " + str(H) + "x" + str(W) +
                 " image");
+    // (implied by the descriptor fitting below unless nbin = 1; the triangle's
+    // running sums need n + bin_size floats per line)
+    require(bin_size <= (H > W ? H : W), "dsift: bin_size " + str(bin_size) +
+                                             " is larger than the " + str(H) + "x" + str(W) +
+                                             " image");
     const index_t span = (nbin - 1) * bin_size;  // first to last bin centre
     const index_t range_x = xmax - xmin - span, range_y = ymax - ymin - span;
     require(range_x >= 0 && range_y >= 0,

@@ -103,6 +103,31 @@ void hog_cells_forward(const HogCellsParams& p,
                        float* pix,        // [N, 4, H, W]
                        index_t* assign);  // [N, 3, H, W]
 
+// Checks what backward indexes with: every entry of assign must be one that
+// hog_cells_forward writes (channel in [-1, C), bins in [-1, 2*O)); throws
+// std::invalid_argument naming `assign` otherwise. One pass of min/max.
+inline void check_hog_assign(const HogCellsParams& p, const index_t* assign) {
+    const index_t plane = p.H * p.W;
+    for (int k = 0; k < 3; ++k) {
+        index_t lo = 0, hi = 0;
+        for (index_t n = 0; n < p.N; ++n) {
+            const index_t* a = assign + (n * 3 + k) * plane;
+            for (index_t i = 0; i < plane; ++i) {
+                lo = a[i] < lo ? a[i] : lo;
+                hi = a[i] > hi ? a[i] : hi;
+            }
+        }
+        const index_t limit = k == 0 ? p.C : p.K();
+        if (lo < -1 || hi >= limit)
+            detail::require(false, std::string("hog_cells_backward: assign[:, ") +
+                                       std::to_string(k) + "] (" +
+                                       (k == 0 ? "channels" : "bins") + ") holds " +
+                                       detail::str(lo < -1 ? lo : hi) + ", outside [-1, " +
+                                       detail::str(limit - 1) +
+                                       "]; pass the assign that hog_cells_forward returned");
+    }
+}
+
 // Floats of the workspace hog_cells_backward needs (the per-pixel dL/dg).
 inline std::size_t hog_cells_workspace_size(const HogCellsParams& p) {
     return std::size_t(p.N * 2 * p.H * p.W);
@@ -110,7 +135,8 @@ inline std::size_t hog_cells_workspace_size(const HogCellsParams& p) {
 
 // dx from dhist (overwrites dx). Hard binning differentiates through |g|
 // only (the bin choice is piecewise constant). workspace: [N, 2, H, W] floats
-// or nullptr (then allocated here).
+// or nullptr (then allocated here). assign must be valid (check_hog_assign):
+// its bins index dhist.
 void hog_cells_backward(const HogCellsParams& p,
                         const float* pix,       // [N, 4, H, W] from hog_cells_forward
                         const index_t* assign,  // [N, 3, H, W] from hog_cells_forward

@@ -304,7 +304,7 @@ def _norm_args(op, config, d_shape):
                       num_bins=config.num_bins, bounds=(0, 0, nx - 1 + span, ny - 1 + span),
                       window_size=config.window_size, exact_atan2=config.exact_atan2,
                       second_l2=config.second_l2, clamp=config.clamp)
-    H, W = max(ny + span, 2), max(nx + span, 2)
+    H, W = max(ny + span, 2, config.bin_size), max(nx + span, 2, config.bin_size)
     args, grid, _ = _setup(op, cfg, N, H, W)
     if grid != (ny, nx):
         raise ValueError(f"{op}: a frame grid of {ny}x{nx} is not possible")

@@ -75,12 +75,28 @@ def hog_cells_forward(x, cell_size=8, orientations=9, binning="hard"):
     return hist, pix, assign
 
 
-def hog_cells_backward(dhist, pix, assign, x_shape, cell_size=8, orientations=9, binning="hard"):
+def _check_assign_on_device(op, assign, C, K):
+    """The CUDA path's check of what backward indexes with (the CPU core checks natively)."""
+    for k, (what, limit) in enumerate((("channels", C), ("bins", K), ("bins", K))):
+        plane = assign[:, k]
+        lo, hi = int(plane.min()), int(plane.max())
+        if lo < -1 or hi >= limit:
+            raise ValueError(f"{op}: assign[:, {k}] ({what}) holds {lo if lo < -1 else hi}, "
+                             f"outside [-1, {limit - 1}]; pass the assign that "
+                             "hog_cells_forward returned")
+
+
+def hog_cells_backward(dhist, pix, assign, x_shape, cell_size=8, orientations=9, binning="hard",
+                       *, _trusted=False):
     """Gradient of :func:`hog_cells_forward` w.r.t. x, from its pix and assign.
 
     Hard binning differentiates through the gradient magnitude only (the bin
     choice is piecewise constant); the channel selection likewise passes the
     gradient to the selected channel only. Returns dx (N, C, H, W), a new array.
+    Raises ValueError when assign holds an index hog_cells_forward cannot write
+    (channel outside [-1, C), bin outside [-1, 2*O)): backward indexes with them.
+    (``_trusted``: assign comes straight from this package's forward; skips the
+    device-side check, which synchronises with the GPU.)
     """
     op = "hog_cells_backward"
     c = _Call(op, dhist=dhist, pix=pix, assign=assign)
@@ -95,6 +111,8 @@ def hog_cells_backward(dhist, pix, assign, x_shape, cell_size=8, orientations=9,
     _check_shape(op, "assign", assign, (N, 3, H, W))
     dx = c.empty(x_shape)
     if c.cuda:
+        if not _trusted:
+            _check_assign_on_device(op, assign, x_shape[1], 2 * hyper[1])
         work = c.empty((N, 2, H, W))
         c.launch("hog_cells_backward", pix, assign, dhist, dx, work, *x_shape, *hyper)
     else:

@@ -75,6 +75,7 @@ from .. import _backend, ops
 from ..invert import SHALLOW_LAMBDA_TV, SHALLOW_SCHEDULE, code_lambda_alpha
 from ..nn import Layer, Sequential
 from ..ops.dsift import DsiftConfig, dsift_geometry
+from ._image import as_float32, real_array
 
 __all__ = ["DSIFT", "dsift"]
 
@@ -271,21 +272,21 @@ def dsift(gray, step=1, bin_size=3, fast=True, *, bounds=None, window_size=2.0,
         bin x, then bin y), L2-normalised, clamped at 0.2, L2-normalised again (MATLAB
         returns them reordered for its column-major images, and scaled to uint8 unless
         ``'FloatDescriptors'``). Both are NumPy arrays for NumPy input, and CuPy for CuPy.
+
+    Raises:
+        ValueError: a colour or otherwise wrongly shaped image, NaN or Inf pixels, values
+            beyond float32 range, or an image (bounds) too small for one descriptor.
+        TypeError: ``gray`` is not an array of real numbers (None, a string, bool,
+            complex or object dtypes).
     """
-    xp = _backend.array_module(gray) if _backend.is_cupy(gray) else np
-    if xp is np:
-        gray = np.asarray(gray)
+    gray, xp = real_array(gray, "dsift", "gray")
     if gray.ndim == 3 and gray.shape[2] == 1:
         gray = gray[:, :, 0]
     if gray.ndim != 2:
         raise ValueError(
             f"dsift: expected a grey image (H, W), got shape {tuple(gray.shape)}; convert colour "
             "images to grey first, e.g. gray = rgb @ [0.299, 0.587, 0.114]")
-    if gray.dtype == np.bool_ or not (np.issubdtype(gray.dtype, np.floating)
-                                      or np.issubdtype(gray.dtype, np.integer)):
-        raise TypeError(f"dsift: the image must hold real numbers, got dtype {gray.dtype}")
-    x = xp.ascontiguousarray(gray, dtype=xp.float32)[None, None]
-    _backend.check_finite(x, "dsift: the image")
+    x = as_float32(gray, xp, "dsift", "the image")[None, None]
     net = DSIFT(bin_size=bin_size, step=step, fast=fast, bounds=bounds, window_size=window_size,
                 exact_atan2=exact_atan2)
     y = net.forward(x)

@@ -90,6 +90,7 @@ import numpy as np
 from .. import _backend, ops
 from ..invert import SHALLOW_LAMBDA_TV, SHALLOW_SCHEDULE, code_lambda_alpha
 from ..nn import Layer, Sequential
+from ._image import as_float32, real_array
 
 __all__ = ["HOG", "hog"]
 
@@ -110,7 +111,7 @@ class HogCells(Layer):
     def backward(self, dy):
         x_shape, pix, assign = self._cached()
         return ops.hog_cells_backward(dy, pix, assign, x_shape, self.cell_size,
-                                      self.orientations, self.binning)
+                                      self.orientations, self.binning, _trusted=True)
 
     def __repr__(self):
         return (f"HogCells(cell_size={self.cell_size}, orientations={self.orientations}, "
@@ -235,23 +236,18 @@ def hog(image, cell_size=8, variant="uoctti", bilinear=False, texture=True, *, o
         with 9 orientations, 27 without texture, 36 for Dalal-Triggs).
 
     Raises:
-        ValueError: wrong shape or channel count, non-finite pixels, or fewer than
-            2 x 2 cells. TypeError: non-numeric dtypes (bool, complex, object).
+        ValueError: wrong shape or channel count, non-finite pixels, values beyond
+            float32 range, or fewer than 2 x 2 cells. TypeError: an image that is not an
+            array of real numbers (None, a string, bool, complex or object dtypes).
     """
-    xp = _backend.array_module(image) if _backend.is_cupy(image) else np
-    if xp is np:
-        image = np.asarray(image)
+    image, xp = real_array(image, "hog", "image")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
         raise ValueError(f"hog: expected an (H, W) grey or (H, W, 3) colour image, got shape "
                          f"{tuple(image.shape)}")
-    if image.dtype == np.bool_ or not (np.issubdtype(image.dtype, np.floating)
-                                       or np.issubdtype(image.dtype, np.integer)):
-        raise TypeError(f"hog: the image must hold real numbers, got dtype {image.dtype}")
     planes = image[None, :, :] if image.ndim == 2 else image.transpose(2, 0, 1)
-    x = xp.ascontiguousarray(planes, dtype=xp.float32)[None]
-    _backend.check_finite(x, "hog: the image")
+    x = as_float32(planes, xp, "hog", "the image")[None]
     net = HOG(cell_size, orientations, variant, bilinear, texture, binning=binning)
     y = net.forward(x)
     return xp.ascontiguousarray(y[0].transpose(1, 2, 0))
