@@ -143,6 +143,14 @@ def test_ctrl_c_before_the_command_runs(monkeypatch, capsys):
     assert code == 130 and err == "invert-native: interrupted\n"
 
 
+def untrained_label(path) -> bool:
+    """Whether the PNG carries the untrained-weights label (a text chunk)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.text.get("invert_native.weights") == "untrained"
+
+
 # ---------------------------------------------------------------------- demo
 def test_demo_quick_with_untrained_caffenet(tmp_path, capsys):
     out = tmp_path / "demo"
@@ -171,6 +179,14 @@ def test_demo_quick_with_untrained_caffenet(tmp_path, capsys):
     assert_png(out / "images" / "astronaut-colour__original.png", size=(227, 227), mode="RGB")
     assert_png(out / "images" / "astronaut-colour__conv1__lv0.5.png", size=(227, 227),
                mode="RGB")
+    # untrained weights are labelled in every picture and table row they produced
+    assert untrained_label(out / "figure-caffenet.png")
+    assert untrained_label(out / "images" / "astronaut-colour__conv1__lv0.5.png")
+    assert not untrained_label(out / "images" / "astronaut__hog.png")
+    assert {r["weights"] for r in deep} == {"untrained"}
+    assert {r["weights"] for r in rows if r["representation"].startswith("caffenet")} == {
+        "untrained"}
+    assert {r["weights"] for r in rows if not r["representation"].startswith("caffenet")} == {""}
     md = (out / "report.md").read_text()
     assert "Table 1" in md and "UNTRAINED" in md and "28.10" in md
     # --docs: what the README shows, from the same run
@@ -233,6 +249,7 @@ def test_invert_caffenet_untrained_is_labelled(photos, tmp_path, capsys):
     assert code == 0, err
     assert "UNTRAINED" in err
     assert_png(out, size=(227, 227), mode="RGB")
+    assert untrained_label(out) and untrained_label(out.with_suffix(".compare.png"))
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["representation"]["weights"]["trained"] is False
     assert any("UNTRAINED" in w for w in side["warnings"])

@@ -678,6 +678,7 @@ def _sweep_deep(run: Run, section: DeepSection, args, outer) -> None:
     """Invert every job x image of the section (see :func:`_sweep_shallow`)."""
     from .experiments import deep
     from .experiments.report import deep_saved
+    from .experiments.results import weights_label
 
     net = section.net
     for name, rgb in section.items:
@@ -707,10 +708,11 @@ def _sweep_deep(run: Run, section: DeepSection, args, outer) -> None:
                     _record_failure(run, stem, what, exc, fail)
             if inv is not None:
                 with deferred_interrupt():
+                    text = weights_label(section.weights)[1]
                     if len(inv.reconstructions) == 1:
-                        files = [run.folder.image(stem, inv.reconstructions[0])]
+                        files = [run.folder.image(stem, inv.reconstructions[0], text)]
                     else:
-                        files = [run.folder.image(f"{stem}__r{k}", r)
+                        files = [run.folder.image(f"{stem}__r{k}", r, text)
                                  for k, r in enumerate(inv.reconstructions)]
                     saved = deep_saved(inv, files)
                     run.folder.save_inversion(stem, saved, run.settings_digest)
@@ -917,7 +919,7 @@ def _common_size(images, size, max_side, console) -> tuple[int, int]:
 def _cmd_invert(args) -> int:
     from .experiments import deep
     from .experiments.figures import grid
-    from .experiments.results import write_json, write_png
+    from .experiments.results import weights_label, write_json, write_png
     from .experiments.shallow import fit, invert_image, make_representation
     from .invert import InversionDiverged
 
@@ -1033,17 +1035,19 @@ def _cmd_invert(args) -> int:
                     "per_iteration_ms": 1e3 * (t_done - t_ready) / res.options["iterations"]},
         "outputs": {"image": str(out), "compare": str(compare), "sidecar": str(sidecar)},
         "notes": console.notes, "warnings": console.warnings}
+    title, text = weights_label(record["representation"].get("weights"))
     with deferred_interrupt():
-        write_png(out, inv.reconstructions[best])
+        write_png(out, inv.reconstructions[best], text)
         write_png(compare, grid([[original] + list(inv.reconstructions)],
                                 col_labels=["original"] + [f"restart {k}" for k in
                                                            range(len(errors))],
-                                captions=[caps]))
+                                captions=[caps], title=title), text)
         record["timings"]["total_s"] = time.perf_counter() - t_start
         write_json(sidecar, record)
     if not args.quiet:
         print(f"{desc}: error {pct(errors[best])}% (||Phi(x*) - Phi0|| / ||Phi0||, best of "
-              f"{len(errors)} restart(s)), {t_done - t_ready:.1f} s")
+              f"{len(errors)} restart(s)), {t_done - t_ready:.1f} s"
+              + (f" [{title}]" if title else ""))
     print(f"wrote {out} ({compare.name}, {sidecar.name})")
     return 0
 

@@ -11,7 +11,7 @@ def to_uint8(image) -> np.ndarray:
 
 
 def grid(rows, col_labels=None, row_labels=None, captions=None, cell=None, pad=4,
-         label_height=14):
+         label_height=14, title=None):
     """A labelled grid of images.
 
     Args:
@@ -20,6 +20,7 @@ def grid(rows, col_labels=None, row_labels=None, captions=None, cell=None, pad=4
         col_labels, row_labels: optional text above columns / left of rows.
         captions: optional text under each image, same nesting as ``rows`` (e.g. errors).
         cell: (h, w) every image is resized to (default: the first image's size).
+        title: optional line above everything, in red (e.g. that the weights are untrained).
 
     Returns:
         a PIL.Image (RGB).
@@ -32,14 +33,17 @@ def grid(rows, col_labels=None, row_labels=None, captions=None, cell=None, pad=4
     left = 0
     if row_labels:
         left = 8 + 6 * max(len(s) for s in row_labels)
-    top = label_height + pad if col_labels else 0
+    head = label_height + pad if title else 0
+    top = head + (label_height + pad if col_labels else 0)
     W = left + n_cols * (cw + pad) + pad
     H = top + n_rows * (ch + pad + label_height) + pad
     canvas = Image.new("RGB", (W, H), "white")
     draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((left + pad, 2), str(title), fill=(200, 0, 0))
     if col_labels:
         for j, text in enumerate(col_labels):
-            draw.text((left + pad + j * (cw + pad), 2), str(text), fill="black")
+            draw.text((left + pad + j * (cw + pad), head + 2), str(text), fill="black")
     for i, row in enumerate(rows):
         y = top + pad + i * (ch + pad + label_height)
         if row_labels:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import LAYOUT, ResultsFolder, jsonable, write_csv
+from .results import LAYOUT, ResultsFolder, jsonable, weights_label, write_csv
 
 __all__ = ["Run", "ShallowSection", "DeepSection", "ROW_COLUMNS", "REP_TITLE",
            "deferred_interrupt", "pct", "now", "shallow_saved", "deep_saved"]
@@ -94,9 +94,9 @@ class Run:
                 write_csv(self.folder.path / f"summary-{s.key}.csv", *summ)
 
 
-ROW_COLUMNS = ["image", "representation", "layer", "lambda_tv", "variant", "restart",
-                "error", "error_squared", "error_relative", "objective", "iterations",
-                "seconds", "file", "status"]
+ROW_COLUMNS = ["image", "representation", "weights", "layer", "lambda_tv", "variant",
+               "restart", "error", "error_squared", "error_relative", "objective",
+               "iterations", "seconds", "file", "status"]
 
 
 def settings_digest(command: str, settings: dict) -> str:
@@ -347,7 +347,8 @@ class DeepSection:
         self.runs[(image, job)] = rec
         self.recons[(image, job)] = saved["reconstruction"]
         self.rows.append({"image": image, "representation": f"caffenet:{job.layer}",
-                          "layer": job.layer, "lambda_tv": rec["lambda_tv"],
+                          "weights": self._weights_word(), "layer": job.layer,
+                          "lambda_tv": rec["lambda_tv"],
                           "variant": job.variant, "restart": best, "error": rec["error"],
                           "error_relative": rec["error_relative"],
                           "objective": objective[best], "iterations": rec["iterations"],
@@ -356,8 +357,12 @@ class DeepSection:
     def add_failure(self, image, job, status, message) -> None:
         self.runs[(image, job)] = {"layer": job.layer, "status": status, "message": message}
         self.rows.append({"image": image, "representation": f"caffenet:{job.layer}",
-                          "layer": job.layer, "lambda_tv": self._lam(job),
+                          "weights": self._weights_word(), "layer": job.layer,
+                          "lambda_tv": self._lam(job),
                           "variant": job.variant, "status": status})
+
+    def _weights_word(self) -> str:
+        return "trained" if (self.weights or {}).get("trained", True) else "untrained"
 
     def _cells(self):
         """(layer, lambda_tv or None) -> (mean, std, n) of the headline metric over the images
@@ -387,7 +392,8 @@ class DeepSection:
         for job in self.jobs:
             lam = self._lam(job)
             c = cells.get((job.layer, job.lambda_tv))
-            rows.append({"layer": job.layer, "lambda_tv": lam, "variant": job.variant,
+            rows.append({"layer": job.layer, "weights": self._weights_word(),
+                         "lambda_tv": lam, "variant": job.variant,
                          "images": 0 if c is None else c[2], "metric": key,
                          "error_mean": None if c is None else c[0],
                          "error_std": None if c is None else c[1],
@@ -396,8 +402,8 @@ class DeepSection:
         for r in rows:
             if r["paper_error"] is not None:
                 r["paper_error"] = round(r["paper_error"] / 100, 6)
-        return rows, ["layer", "lambda_tv", "variant", "images", "metric", "error_mean",
-                      "error_std", "paper_error"]
+        return rows, ["layer", "weights", "lambda_tv", "variant", "images", "metric",
+                      "error_mean", "error_std", "paper_error"]
 
     def record(self) -> dict:
         return {"weights": self.weights, "images": [n for n, _ in self.items],
@@ -467,5 +473,6 @@ class DeepSection:
                 labels.append(f"{name} lV={lam:g}" if lam is not None and len(lams) > 1
                               else name)
         cell = (227, 227) if len(self.layers) <= 6 else (128, 128)
+        title, text = weights_label(self.weights)
         folder.figure(grid(rows, col_labels=["original"] + self.layers, row_labels=labels,
-                           captions=caps, cell=cell), self._figure_name())
+                           captions=caps, cell=cell, title=title), self._figure_name(), text)

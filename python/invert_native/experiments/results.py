@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["LAYOUT", "ResultsFolder", "atomic_write", "write_text", "write_json", "write_csv",
-           "write_png", "write_npz", "read_npz", "jsonable", "slug"]
+           "write_png", "write_npz", "read_npz", "jsonable", "slug", "weights_label"]
 
 # The layout above, as the CLI's --help prints it.
 LAYOUT = """\
@@ -136,16 +136,31 @@ def write_csv(path, rows: list[dict], columns: list[str]) -> Path:
     return write_text(path, buf.getvalue())
 
 
-def write_png(path, image) -> Path:
-    """A PIL image, or an H x W (grey) / H x W x 3 array in [0, 255] (clipped, rounded)."""
-    from PIL import Image
+def weights_label(weights: dict | None):
+    """(title, PNG text) that mark pictures made with untrained weights; (None, None) when the
+    weights are trained or there are none. ``weights``: the record of the CLI's weights."""
+    if not weights or weights.get("trained", True):
+        return None, None
+    title = "UNTRAINED random CaffeNet weights (not a trained network)"
+    return title, {"Comment": title, "invert_native.weights": "untrained"}
+
+
+def write_png(path, image, text: dict | None = None) -> Path:
+    """A PIL image, or an H x W (grey) / H x W x 3 array in [0, 255] (clipped, rounded);
+    ``text``: PNG text chunks (key -> value), e.g. a label that must travel with the file."""
+    from PIL import Image, PngImagePlugin
 
     from .figures import to_uint8
 
     if not isinstance(image, Image.Image):
         image = Image.fromarray(to_uint8(image))
+    info = None
+    if text:
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, str(value))
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    image.save(buf, format="PNG", pnginfo=info)
     return atomic_write(path, buf.getvalue())
 
 
@@ -205,9 +220,10 @@ class ResultsFolder:
         self.report = report
         self.rows: list[dict] = []
 
-    def image(self, name: str, image) -> str:
-        """Write images/<name>.png; returns its path relative to the folder."""
-        write_png(self.images / f"{slug(name)}.png", image)
+    def image(self, name: str, image, text: dict | None = None) -> str:
+        """Write images/<name>.png (``text``: PNG text chunks); returns its path relative to
+        the folder."""
+        write_png(self.images / f"{slug(name)}.png", image, text)
         return f"images/{slug(name)}.png"
 
     def save_inversion(self, name: str, saved: dict, settings_digest: str) -> str:
@@ -232,8 +248,8 @@ class ResultsFolder:
             return None
         return saved
 
-    def figure(self, pil_image, name: str = "figure.png") -> str:
-        write_png(self.path / name, pil_image)
+    def figure(self, pil_image, name: str = "figure.png", text: dict | None = None) -> str:
+        write_png(self.path / name, pil_image, text)
         return name
 
     def write(self, markdown: str, columns: list[str], summary: tuple | None = None) -> None:
