@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -663,3 +664,35 @@ def test_ctrl_c_keeps_finished_results(photos, tmp_path):
         assert_png(out / r["file"])
     assert_png(out / "figure.png")
     assert not list(out.rglob("*.tmp"))
+
+
+def test_ctrl_c_while_the_package_imports_is_one_line(tmp_path):
+    # the console script is named invert-native: until main() runs, SIGINT ends it with the
+    # CLI's line and 130 (here: raised by hand during the import, before main)
+    code = textwrap.dedent("""
+        import os, signal, sys
+        sys.argv = ["/usr/bin/invert-native", "info"]
+        import invert_native
+        os.kill(os.getpid(), signal.SIGINT)
+        print("not reached")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=str(tmp_path))
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "invert-native: interrupted\n" and "not reached" not in proc.stdout
+    # main() hands Ctrl-C back to Python, so the commands see KeyboardInterrupt
+    code = textwrap.dedent("""
+        import signal, sys
+        sys.argv = ["/usr/bin/invert-native", "info"]
+        import invert_native
+        from invert_native import cli
+        assert signal.getsignal(signal.SIGINT) is invert_native._interrupted_while_starting
+        try:
+            cli.main(["no-such-command"])
+        except SystemExit:
+            pass
+        print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=str(tmp_path))
+    assert proc.stdout.strip().endswith("True"), proc.stdout + proc.stderr

@@ -1476,6 +1476,13 @@ def _dispatch(parser, argv) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The console script: the exit status (0 done, 1 failed, 2 bad input, 130 Ctrl-C)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    import signal
+
+    from . import _interrupted_while_starting
+
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        # from here on a Ctrl-C is a KeyboardInterrupt that the commands handle
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _main(args)
     except KeyboardInterrupt:  # e.g. while the parser is built, before any command runs
