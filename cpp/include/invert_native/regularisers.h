@@ -132,11 +132,33 @@ INV_HD float alpha_pow(float a, float e) {
     return powf(a, e);
 }
 
+// alpha_pow(a, E) with E known when compiling (the same multiplications in the same
+// order, so the same bits), for CPU loops that the compiler then vectorises.
+// Unrolled by the templates themselves: a loop here, even of constant trip count, kept
+// GCC from vectorising the loops that call it.
+template <int K>
+INV_HD float alpha_pow_step(float t, float base) {
+    if constexpr (K == 0) {
+        return t;
+    } else {
+        return alpha_pow_step<(K >> 1)>((K & 1) ? t * base : t, base * base);
+    }
+}
+
+template <int E>
+INV_HD float alpha_pow_int(float a) {
+    return alpha_pow_step<E>(1.0f, a);
+}
+
+// |x|^alpha, with its derivative in dx, from t = |x|^(alpha - 1).
+INV_HD float alpha_norm_from(float alpha, float x, float t, float* dx) {
+    const float sign = x >= 0.0f ? 1.0f : -1.0f;  // a select of constants: no branch
+    *dx = sign * (alpha * t);
+    return t * fabsf(x);
+}
+
 INV_HD float alpha_norm_at(const AlphaNormParams& p, float x, float* dx) {
-    const float a = fabsf(x);
-    const float t = alpha_pow(a, p.alpha - 1.0f);
-    *dx = x >= 0.0f ? p.alpha * t : -p.alpha * t;
-    return t * a;
+    return alpha_norm_from(p.alpha, x, alpha_pow(fabsf(x), p.alpha - 1.0f), dx);
 }
 
 // CPU core (cpp/regularisers.cpp). value: [N] per-image sums (float64
