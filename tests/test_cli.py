@@ -439,7 +439,7 @@ _EXPECTED = {
     "blank images": "code is all zeros (a blank image?)",
     "same image twice in layers": "one image gives the error",
     "same pixels in layers": "are identical (the same pixels",
-    "negative seed in demo": "argument --seed: must be 0 or more",
+    "negative seed in demo": "argument --seed: must be a whole number, 0 or more",
     "max side too small": "must be 0 (no limit) or at least 16",
     "unknown layer in demo without weights": "unknown layer 'foo'",
     "empty layer list": "the layer list ',' is empty",

@@ -18,40 +18,16 @@ import argparse
 import os
 import sys
 
+from ._argtypes import real_number, whole_number
+
 _PACKAGE = "invert_bench"
 EXIT_USAGE = 2
 
 
-def _threads(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        # 0 would be an easy typo for "all cores": that is the default, so say so
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number >= 1, got {text!r} (leave --threads out for all cores)")
-    return n
-
-
-def _seed(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    return n
-
-
-def _budget(text: str) -> float:
-    try:
-        t = float(text)
-    except ValueError:
-        t = float("nan")
-    if not (t > 0 and t < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
-    return t
+# 0 would be an easy typo for "all cores": that is the default, so the error says so
+_threads = whole_number(1, hint="(leave --threads out for all cores)")
+_seed = whole_number(0)
+_budget = real_number(0.0, strict=True)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from .experiments.report import (REP_TITLE, DeepSection, Run, ShallowSection,
                                  deferred_interrupt, now, pct)
+from ._argtypes import real_number, whole_number
 from .experiments.results import LAYOUT, slug
 
 
@@ -167,26 +168,6 @@ def _parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
-
-
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:  # NumPy's generators refuse negative seeds, deep inside the first inversion
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return v
-
-
 MIN_MAX_SIDE = 16  # the smallest side any representation here accepts (DSIFT's)
 
 
@@ -198,16 +179,6 @@ def _max_side(text: str) -> int:
     if v != 0 and v < MIN_MAX_SIDE:
         raise argparse.ArgumentTypeError(f"must be 0 (no limit) or at least {MIN_MAX_SIDE} "
                                          f"pixels, got {v}")
-    return v
-
-
-def _learning_rate(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (np.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return v
 
 
@@ -228,14 +199,10 @@ def _layer_list(text: str) -> list[str]:
     return names
 
 
-def _lambda(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (np.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return v
+_positive_int = whole_number(1)
+_seed = whole_number(0)  # NumPy's generators refuse negative seeds, deep inside an inversion
+_learning_rate = real_number(0.0, strict=True)
+_lambda = real_number(0.0, strict=False)
 
 
 def _lambda_list(text: str) -> list[float]:
