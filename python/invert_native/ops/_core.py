@@ -7,6 +7,19 @@ import numpy as np
 from ._dispatch import _Call, _check_shape, _cpu, _int, _native, _pair, _shape4
 
 # ---------------------------------------------------------------------- conv2d
+def _stride_padding(op, stride, padding):
+    """Checked (stride_h, stride_w, pad_h, pad_w): strides positive, paddings non-negative."""
+    sh, sw = _pair(stride, op, "stride")
+    ph, pw = _pair(padding, op, "padding")
+    for v in (sh, sw):
+        if v <= 0:
+            raise ValueError(f"{op}: stride must be positive, got {v}")
+    for v in (ph, pw):
+        if v < 0:
+            raise ValueError(f"{op}: padding must be non-negative, got {v}")
+    return sh, sw, ph, pw
+
+
 def conv2d_hyper(op, stride, padding, groups):
     """Checked (stride_h, stride_w, pad_h, pad_w, groups), without an input.
 
@@ -14,15 +27,8 @@ def conv2d_hyper(op, stride, padding, groups):
     (``invert_native.nn``) so that both fail with the same message; the op then
     checks the shapes in the core.
     """
-    sh, sw = _pair(stride, op, "stride")
-    ph, pw = _pair(padding, op, "padding")
+    sh, sw, ph, pw = _stride_padding(op, stride, padding)
     groups = _int(groups, op, "groups")
-    for v in (sh, sw):
-        if v <= 0:
-            raise ValueError(f"{op}: stride must be positive, got {v}")
-    for v in (ph, pw):
-        if v < 0:
-            raise ValueError(f"{op}: padding must be non-negative, got {v}")
     if groups <= 0:
         raise ValueError(f"{op}: groups must be positive, got {groups}")
     return sh, sw, ph, pw, groups
@@ -132,17 +138,10 @@ def relu_backward(x, dy):
 def maxpool2d_hyper(op, kernel_size, stride, padding):
     """Checked (kh, kw, stride_h, stride_w, pad_h, pad_w), without an input (as conv2d_hyper)."""
     kh, kw = _pair(kernel_size, op, "kernel_size")
-    sh, sw = _pair(kernel_size if stride is None else stride, op, "stride")
-    ph, pw = _pair(padding, op, "padding")
     for v in (kh, kw):
         if v <= 0:
             raise ValueError(f"{op}: kernel_size must be positive, got {v}")
-    for v in (sh, sw):
-        if v <= 0:
-            raise ValueError(f"{op}: stride must be positive, got {v}")
-    for v in (ph, pw):
-        if v < 0:
-            raise ValueError(f"{op}: padding must be non-negative, got {v}")
+    sh, sw, ph, pw = _stride_padding(op, kernel_size if stride is None else stride, padding)
     if ph >= kh or pw >= kw:
         raise ValueError(f"{op}: padding must be smaller than kernel_size (padded cells never "
                          f"win, so a window must reach the input), got padding={padding!r}, "
