@@ -63,3 +63,27 @@ def test_onnxnet_cuda_matches_cpu(rng):
     assert_close(gpu.forward(cp.asarray(x)), y, what="forward")
     dy = f32(rng.standard_normal(y.shape))
     assert_close(gpu.backward(cp.asarray(dy)), cpu.backward(dy), what="backward")
+
+
+def test_onnx_identity_pools_and_in_place_safe_outputs_on_cuda(rng):
+    """GlobalAveragePool (1x1), Flatten and Softmax hand out arrays of their own on CuPy too."""
+    cp = require("cupy")
+    require("onnx")
+    from onnx import helper
+    from test_onnx import _model, he, photo
+
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="c1"),
+             helper.make_node("Conv", ["c1", "w2"], ["c2"], name="c2"),  # 6x6 -> 1x1
+             helper.make_node("GlobalAveragePool", ["c2"], ["gap"], name="gap"),
+             helper.make_node("Flatten", ["gap"], ["flat"], name="flat"),
+             helper.make_node("Softmax", ["flat"], ["prob"], name="prob")]
+    model = _model(nodes, {"w1": he(rng, (6, 3, 3, 3)), "w2": he(rng, (8, 6, 6, 6))})
+    cpu, gpu = inv.OnnxNet(model), inv.OnnxNet(model).to("cuda")
+    x = np.concatenate([photo(8), photo(8, which="coffee")]) / np.float32(20)
+    for stop in ("gap", "flat", "prob"):
+        y = cpu.forward_to(x, stop)
+        yg = gpu.forward_to(cp.asarray(x), stop)
+        assert_close(yg, y, what=f"{stop} forward")
+        yg -= 1.0  # the caller's to change
+        dy = f32(rng.standard_normal(y.shape))
+        assert_close(gpu.backward(cp.asarray(dy)), cpu.backward(dy), what=f"dx through {stop}")
