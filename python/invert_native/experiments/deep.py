@@ -4,7 +4,8 @@
 One inversion is a :class:`Job` (layer, lambda_V, optional loss mask); :func:`plan` lists the
 jobs of a sweep and :func:`invert_layer` runs one. Images are RGB in [0, 255]; they are fitted
 to CaffeNet's 227 x 227 input keeping their aspect ratio (resize so the short side is 227,
-then a centre crop: :func:`fit_image`), then the net's preprocessing subtracts the mean.
+then a centre crop: :func:`fit_image`, the nets' own framing with :data:`FRAMING`), then the
+net's preprocessing subtracts the mean.
 
 Errors: ``relative`` is ||Phi(x*) - Phi0|| / ||Phi0|| (within the mask); with the codes of
 several images at the same layer, ``paper`` is Table 3's ||Phi(x*) - Phi0|| / N_Phi, N_Phi the
@@ -23,7 +24,7 @@ from .. import invert as _invert
 from ..invert import mean_pairwise_distance
 
 __all__ = ["PAPER_LAMBDAS_TV", "PAPER_TABLE3", "DEMO_LAYERS", "WEIGHTS_HELP", "Job",
-           "DeepInversion", "load_caffenet", "fit_image", "plan", "invert_layer", "layer_codes",
+           "DeepInversion", "load_caffenet", "fit_image", "FRAMING", "plan", "invert_layer", "layer_codes",
            "layer_scale", "layer_scales", "table3_markdown", "paper_lambda_tv"]
 
 PAPER_LAMBDAS_TV = (0.5, 5.0, 50.0)
@@ -57,6 +58,19 @@ def paper_lambda_tv(net, layer: str) -> float:
     return float(net.paper_lambdas_of(layer)[1])
 
 
+# How the CLI frames images for CaffeNet: resize keeping the aspect ratio, centre crop,
+# bicubic (as the authors' MATLAB imresize). The nets load_caffenet builds use it too.
+FRAMING = {"resample": "bicubic", "fit": "crop"}
+
+
+def fit_image(rgb: np.ndarray) -> np.ndarray:
+    """An RGB image in [0, 255] -> the 227 x 227 x 3 picture the net sees (the nets' own
+    ``fit_image`` with :data:`FRAMING`, available before any weights are loaded)."""
+    from ..representations.caffenet import ImageTransform
+
+    return ImageTransform(**FRAMING).fit_image(rgb)
+
+
 def load_caffenet(path=None, *, random: bool = False, seed: int = 0, device: str = "cpu"):
     """CaffeNet from an ONNX (.onnx) or NumPy (.npz) weights file, or untrained random weights.
 
@@ -65,36 +79,26 @@ def load_caffenet(path=None, *, random: bool = False, seed: int = 0, device: str
     """
     from ..representations import CaffeNet
 
+    framing = FRAMING
     if path is None:
         if not random:
             raise ValueError(WEIGHTS_HELP)
-        net = CaffeNet.random(seed=seed)
+        net = CaffeNet.random(seed=seed, **framing)
     else:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such weights file")
         ext = os.path.splitext(path)[1].lower()
         if ext == ".onnx":
-            net = CaffeNet.from_onnx(path)
+            net = CaffeNet.from_onnx(path, **framing)
         elif ext == ".npz":
-            import zipfile
-
-            if not zipfile.is_zipfile(path):  # else np.load tries it as a pickle
-                raise ValueError(f"{path} is not an .npz archive (not a zip file)")
-            net = CaffeNet.from_npz(path)
+            net = CaffeNet.from_npz(path, **framing)
         else:
             raise ValueError(f"{path}: unknown weights format {ext or '(no extension)'!r}; give "
                              "an .onnx model or an .npz in CaffeNet.save_npz's layout")
     if device == "cuda":
         net.to("cuda")
     return net
-
-
-def fit_image(rgb: np.ndarray, size=(227, 227)) -> np.ndarray:
-    """H x W x 3 RGB in [0, 255] -> size, keeping the aspect ratio (resize, centre crop)."""
-    from .shallow import fit
-
-    return fit(np.asarray(rgb, np.float32), size)
 
 
 @dataclass(frozen=True)
