@@ -50,8 +50,8 @@ void bind_dsift_cuda(py::module_& m) {
               py::gil_scoped_release nogil;
               launch_dsift_triangle_forward(p, a, xp, yp, wp, as_stream(stream));
           },
-          "Internal: triangular filter along one axis (work: dsift_triangle_workspace_size "
-          "floats).");
+          "Internal: triangular filter along one axis (work: (n + bin_size) * lines floats, n "
+          "the length of a line along the axis, lines their number).");
     m.def("dsift_triangle_backward",
           [](ptr_t dy, ptr_t dx, index_t axis, DSIFT_HYPER_ARGS, ptr_t stream) {
               const auto p = dsift_params_of(DSIFT_HYPER_PASS);

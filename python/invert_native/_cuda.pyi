@@ -58,10 +58,10 @@ def dsift_gradient_backward(x: int, dh: int, dx: int, N: int, H: int, W: int, K:
                             bin_size: int, sx: int, sy: int, xmin: int, ymin: int, xmax: int,
                             ymax: int, window: float, exact_atan2: bool, second_l2: bool,
                             clamp: float, stream: int, /) -> None: ...
-def dsift_triangle_forward(x: int, y: int, axis: int, N: int, H: int, W: int, K: int, nbin: int,
-                           bin_size: int, sx: int, sy: int, xmin: int, ymin: int, xmax: int,
-                           ymax: int, window: float, exact_atan2: bool, second_l2: bool,
-                           clamp: float, stream: int, /) -> None: ...
+def dsift_triangle_forward(x: int, y: int, work: int, axis: int, N: int, H: int, W: int, K: int,
+                           nbin: int, bin_size: int, sx: int, sy: int, xmin: int, ymin: int,
+                           xmax: int, ymax: int, window: float, exact_atan2: bool,
+                           second_l2: bool, clamp: float, stream: int, /) -> None: ...
 def dsift_triangle_backward(dy: int, dx: int, axis: int, N: int, H: int, W: int, K: int,
                             nbin: int, bin_size: int, sx: int, sy: int, xmin: int, ymin: int,
                             xmax: int, ymax: int, window: float, exact_atan2: bool,
