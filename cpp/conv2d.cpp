@@ -69,7 +69,8 @@ bool transpose_in_backward(const Conv2dParams& p, index_t nb) {
 // The output columns ox whose input column ox*sw - pw + v lies in [0, W).
 index_t ox_begin(const Conv2dParams& p, index_t v) {
     const index_t need = p.pad_w - v;  // ox * sw >= need
-    return need <= 0 ? 0 : std::min(p.Wo, (need + p.stride_w - 1) / p.stride_w);
+    // ceil(need / sw) without forming need + sw - 1 (strides may be near 2^63)
+    return need <= 0 ? 0 : std::min(p.Wo, (need - 1) / p.stride_w + 1);
 }
 index_t ox_end(const Conv2dParams& p, index_t v) {
     const index_t last = p.W - 1 + p.pad_w - v;  // ox * sw <= last

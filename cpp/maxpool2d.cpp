@@ -15,7 +15,8 @@ namespace {
 
 // Outputs [lo, hi) of a row whose windows lie wholly inside the row.
 void full_columns(const Pool2dParams& p, index_t* lo, index_t* hi) {
-    *lo = std::min(p.Wo, (p.pad_w + p.stride_w - 1) / p.stride_w);  // ox*sw - pw >= 0
+    // ox*sw - pw >= 0: ceil(pw / sw), without forming pw + sw - 1 (strides may be near 2^63)
+    *lo = p.pad_w == 0 ? 0 : std::min(p.Wo, (p.pad_w - 1) / p.stride_w + 1);
     const index_t last = p.W + p.pad_w - p.kw;                        // ox*sw - pw + kw <= W
     *hi = last < 0 ? *lo : std::max(*lo, std::min(p.Wo, last / p.stride_w + 1));
 }
