@@ -148,6 +148,15 @@ class TorchHOG:
             t = torch.where(t < 0, t + K, t)
             k = torch.floor(t).detach()
             frac = t - k
+            with torch.no_grad():
+                # the value VLFeat (and the core) computes for the farther bin's share:
+                # acosf of the best projection over |g| (quotient and min in double), over the
+                # bin width in double; the gradient stays that of the exact angle, as the core's
+                s0 = (gx * self.ux + gy * self.uy).abs().amax(1, keepdim=True)
+                c = (s0.double() / mag.double().clamp(min=1e-10)).clamp(max=1.0).float()
+                w1 = (torch.acos(c).double() / (math.pi / O)).float()
+                frac_vl = torch.where(frac <= 0.5, w1, 1 - w1)
+            frac = frac + (frac_vl - frac).detach()
             k0 = k.long() % K
             k1 = (k0 + 1) % K
             zero = torch.zeros((N, K, H, W), dtype=x.dtype, device=x.device)
