@@ -30,6 +30,21 @@ void bind_regularisers_cuda(py::module_& m) {
               launch_alpha_norm_forward(p, xp, tp, dxp, as_stream(stream));
           },
           "Internal: |x|^alpha terms and gradient on a CUDA stream.");
+    m.def("descent_step",
+          [](ptr_t g_data, ptr_t g_alpha, ptr_t g_tv, ptr_t x, ptr_t mu, index_t count,
+             double sigma, double lambda_alpha, double lambda_tv, double rate, double momentum,
+             ptr_t stream) {
+              const auto p = make_descent_params(count, sigma, lambda_alpha, lambda_tv, rate,
+                                                 momentum);
+              const float* gd = as_ptr<const float>(g_data, "g_data");
+              const float* ga = as_ptr<const float>(g_alpha, "g_alpha");
+              const float* gt = as_ptr<const float>(g_tv, "g_tv");
+              float* xp = as_ptr<float>(x, "x");
+              float* mp = as_ptr<float>(mu, "mu");
+              py::gil_scoped_release nogil;
+              launch_descent_step(p, gd, ga, gt, xp, mp, as_stream(stream));
+          },
+          "Internal: one fused momentum step of invert() on a CUDA stream (x, mu in place).");
 }
 
 }  // namespace invert_native::bind

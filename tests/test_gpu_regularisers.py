@@ -38,6 +38,19 @@ def test_alpha_norm_cuda_matches_cpu(cp, alpha):
     assert_close(gg.get(), g)
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 7, 5), (3, 3, 64, 48)])
+def test_descent_step_cuda_matches_cpu_bit_for_bit(cp, shape):
+    # no fused multiply-adds on either backend: the same float32 operations, the same bits
+    rng = np.random.default_rng(sum(shape))
+    host = [rng.standard_normal(shape).astype(np.float32) for _ in range(5)]
+    dev = [cp.asarray(a) for a in host]
+    consts = dict(sigma=213.7, lambda_alpha=0.216, lambda_tv=0.5, rate=0.004, momentum=0.9)
+    ops.descent_step(*host, **consts)
+    ops.descent_step(*dev, **consts)
+    np.testing.assert_array_equal(dev[0].get(), host[0])
+    np.testing.assert_array_equal(dev[1].get(), host[1])
+
+
 def test_invert_runs_on_the_gpu_and_matches_the_cpu(cp):
     from test_invert import Upto, photo, small_cnn, target_of
 

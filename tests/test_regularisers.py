@@ -162,3 +162,65 @@ def test_regularisers_bad_input():
     ops.tv_forward(y[..., ::-1], 2.0)
     ops.alpha_norm_forward(y, 6.0)
     np.testing.assert_array_equal(y, before)
+
+
+# ------------------------------------------------------------------ descent step
+def _numpy_step(x, mu, gd, ga, gt, sigma, la, lt, rate, m):
+    """The NumPy form the fused step replaced, operation for operation in float32."""
+    f = np.float32
+    x, mu, g = x.copy(), mu.copy(), gd * f(sigma)
+    g += ga * f(la)
+    g += gt * f(lt)
+    mu *= f(m)
+    mu -= g * f(rate)
+    x += mu
+    return x, mu
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 7, 5), (4, 1, 33, 17), (2, 3, 227, 227), (1, 1, 1, 1)])
+def test_descent_step_is_the_numpy_update_bit_for_bit(shape):
+    rng = np.random.default_rng(sum(shape))
+    x, mu, gd, ga, gt = (rng.standard_normal(shape).astype(np.float32) for _ in range(5))
+    consts = dict(sigma=68.92 * 3.1, lambda_alpha=0.216, lambda_tv=0.5, rate=0.004,
+                  momentum=0.9)
+    ref_x, ref_mu = _numpy_step(x, mu, gd, ga, gt, *consts.values())
+    x0, mu0, gd0 = x.copy(), mu.copy(), gd.copy()
+    ops.descent_step(x, mu, gd, ga, gt, **consts)
+    np.testing.assert_array_equal(x, ref_x)
+    np.testing.assert_array_equal(mu, ref_mu)
+    np.testing.assert_array_equal(gd, gd0)  # the gradients are inputs, left alone
+    # the momentum update of the assembled gradient, against float64
+    g = (gd.astype(np.float64) * consts["sigma"] + ga.astype(np.float64) * consts["lambda_alpha"]
+         + gt.astype(np.float64) * consts["lambda_tv"])
+    mu64 = consts["momentum"] * mu0.astype(np.float64) - consts["rate"] * g
+    assert_close(mu, mu64, rtol=1e-5, what="mu")
+    assert_close(x, x0.astype(np.float64) + mu64, rtol=1e-5, what="x")
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (dict(x="f64"), TypeError, "x must be float32"),
+    (dict(mu="fortran"), ValueError, "mu is updated in place"),
+    (dict(x="readonly"), ValueError, "x is updated in place"),
+    (dict(g_tv="shape"), ValueError, "g_tv has shape"),
+    (dict(rate=float("nan")), ValueError, "rate must be a finite number"),
+    (dict(sigma=0.0), ValueError, "sigma must be a finite number > 0"),
+])
+def test_descent_step_refuses_what_it_cannot_update_in_place(bad, error, match):
+    rng = np.random.default_rng(0)
+    arrays = {k: rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+              for k in ("x", "mu", "g_data", "g_alpha", "g_tv")}
+    consts = dict(sigma=1.0, lambda_alpha=0.1, lambda_tv=0.5, rate=0.01, momentum=0.9)
+    for k, v in bad.items():
+        if v == "f64":
+            arrays[k] = arrays[k].astype(np.float64)
+        elif v == "fortran":
+            arrays[k] = np.asfortranarray(arrays[k])
+        elif v == "readonly":
+            arrays[k].flags.writeable = False
+        elif v == "shape":
+            arrays[k] = arrays[k][:, :2]
+        else:
+            consts[k] = v
+    with pytest.raises(error, match=match):
+        ops.descent_step(arrays["x"], arrays["mu"], arrays["g_data"], arrays["g_alpha"],
+                         arrays["g_tv"], **consts)

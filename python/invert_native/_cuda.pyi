@@ -35,6 +35,9 @@ def tv_forward(x: int, terms: int, dx: int, N: int, C: int, H: int, W: int, beta
                floor: float, stream: int, /) -> None: ...
 def alpha_norm_forward(x: int, terms: int, dx: int, N: int, M: int, alpha: float, stream: int,
                        /) -> None: ...
+def descent_step(g_data: int, g_alpha: int, g_tv: int, x: int, mu: int, count: int, sigma: float,
+                 lambda_alpha: float, lambda_tv: float, rate: float, momentum: float,
+                 stream: int, /) -> None: ...
 
 # ---------------------------------------------------------------- HOG
 def hog_cells_forward(x: int, hist: int, pix: int, assign: int, N: int, C: int, H: int, W: int,

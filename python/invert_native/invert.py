@@ -422,12 +422,11 @@ def _descend(obj, x, velocity, hist, segments, momentum, callback, callback_ever
     with ops.reusing(ws) if ws is not None else contextlib.nullcontext():
         for rate, count in segments:
             velocity[...] = 0.0  # the authors reset the momentum at each rate change
-            rate32, momentum32 = xp.float32(rate), xp.float32(momentum)
             for _ in range(count):
                 if ws is not None:
                     ws.rewind()
                 try:
-                    terms, grad = obj.evaluate(x)
+                    terms = obj.step(x, velocity, rate, momentum)
                 except ValueError:
                     # a representation that checks its input refuses a diverged image
                     if not bool(xp.isfinite(x).all()):
@@ -436,10 +435,6 @@ def _descend(obj, x, velocity, hist, segments, momentum, callback, callback_ever
                     raise
                 for k in range(4):
                     hist[k, it] = terms[k]
-                velocity *= momentum32
-                grad *= rate32  # grad is scratch: scale it in place rather than allocate
-                velocity -= grad
-                x += velocity
                 it += 1
                 # on the host the check is free; on a GPU it costs a transfer, so every k
                 if xp is np or it % callback_every == 0 or it == total:
@@ -524,11 +519,10 @@ class _Objective:
         rt = self.lambda_tv * ops.tv_forward(x, self.beta, self.tv_floor)[0]
         return data + ra + rt, data, ra, rt
 
-    def evaluate(self, x):
-        """-> ((E, data, lambda_alpha*R_alpha, lambda_tv*R_tv) each (N,) float64, dE/dx).
-
-        dE/dx may be scratch that the next call overwrites (see :func:`_descend`).
-        """
+    def _parts(self, x):
+        """The objective's terms and the gradients it is made of: ((E, data, lambda_alpha
+        R_alpha, lambda_tv R_tv), gradient of the data term w.r.t. sigma x, of R_alpha, of R_tv).
+        The gradients may be scratch that the next call overwrites."""
         xp = self.xp
         r = self._residual(x)
         if r.dtype == xp.float32:
@@ -541,17 +535,49 @@ class _Objective:
         dr *= xp.float32(1.0 / self.t_norm2)
         if self.m is not None:
             dr *= self.m
-        grad = self.rep.backward(dr)
-        grad *= xp.float32(self.sigma)
+        g_data = self.rep.backward(dr)
         ra, ga = ops.alpha_norm_forward(x, self.alpha)
         rt, gt = ops.tv_forward(x, self.beta, self.tv_floor)
-        ga *= xp.float32(self.lambda_alpha)
-        gt *= xp.float32(self.lambda_tv)
-        grad += ga
-        grad += gt
         ra = self.lambda_alpha * ra
         rt = self.lambda_tv * rt
-        return (data + ra + rt, data, ra, rt), grad
+        return (data + ra + rt, data, ra, rt), g_data, ga, gt
+
+    def _assemble(self, g_data, ga, gt):
+        """dE/dx = sigma g_data + lambda_alpha ga + lambda_tv gt (in place in the scratch)."""
+        xp = self.xp
+        g_data *= xp.float32(self.sigma)
+        ga *= xp.float32(self.lambda_alpha)
+        gt *= xp.float32(self.lambda_tv)
+        g_data += ga
+        g_data += gt
+        return g_data
+
+    def evaluate(self, x):
+        """-> ((E, data, lambda_alpha*R_alpha, lambda_tv*R_tv) each (N,) float64, dE/dx).
+
+        dE/dx may be scratch that the next call overwrites.
+        """
+        terms, g_data, ga, gt = self._parts(x)
+        return terms, self._assemble(g_data, ga, gt)
+
+    def step(self, x, velocity, rate, momentum):
+        """The terms of E at x, then one momentum step from x, in place on x and velocity:
+        mu <- m mu - rate dE/dx; x <- x + mu. Fused into one native pass (ops.descent_step,
+        the same float32 operations as the NumPy form) when the gradients are float32 arrays
+        shaped like x; the NumPy form otherwise (a representation of the caller's)."""
+        xp = self.xp
+        terms, g_data, ga, gt = self._parts(x)
+        if g_data.dtype == xp.float32 and g_data.shape == x.shape:
+            ops.descent_step(x, velocity, g_data, ga, gt, sigma=self.sigma,
+                             lambda_alpha=self.lambda_alpha, lambda_tv=self.lambda_tv,
+                             rate=float(xp.float32(rate)), momentum=float(xp.float32(momentum)))
+        else:
+            grad = self._assemble(g_data, ga, gt)
+            velocity *= xp.float32(momentum)
+            grad *= xp.float32(rate)
+            velocity -= grad
+            x += velocity
+        return terms
 
 
 def objective(representation, target, x, *, sigma, alpha=6.0, beta=2.0, lambda_alpha=0.0,

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "invert_native/params.h"
+#include "invert_native/descent.h"
 #include "invert_native/regularisers.h"
 
 namespace invert_native {
@@ -51,5 +52,7 @@ void launch_tv_forward(const TvParams& p, const float* x, float* terms, float* d
                        cudaStream_t stream);
 void launch_alpha_norm_forward(const AlphaNormParams& p, const float* x, float* terms, float* dx,
                                cudaStream_t stream);
+void launch_descent_step(const DescentParams& p, const float* g_data, const float* g_alpha,
+                         const float* g_tv, float* x, float* mu, cudaStream_t stream);
 
 }  // namespace invert_native

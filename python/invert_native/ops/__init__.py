@@ -36,7 +36,7 @@ from ._core import (conv2d_backward, conv2d_forward, linear_backward, linear_for
                     lrn_backward, lrn_forward, maxpool2d_backward, maxpool2d_forward,
                     relu_backward, relu_forward)
 from ._dispatch import Workspace, reusing
-from .regularisers import alpha_norm_forward, tv_forward
+from .regularisers import alpha_norm_forward, descent_step, tv_forward
 from .dsift import (DsiftConfig, dsift_geometry, dsift_gradient_backward, dsift_gradient_forward,
                     dsift_normalize_backward, dsift_normalize_forward, dsift_sample_backward,
                     dsift_sample_forward, dsift_triangle_backward, dsift_triangle_forward)
@@ -49,7 +49,7 @@ __all__ = [
     "maxpool2d_forward", "maxpool2d_backward",
     "lrn_forward", "lrn_backward",
     "linear_forward", "linear_backward",
-    "tv_forward", "alpha_norm_forward",
+    "tv_forward", "alpha_norm_forward", "descent_step",
     "DsiftConfig", "dsift_geometry",
     "dsift_gradient_forward", "dsift_gradient_backward",
     "dsift_triangle_forward", "dsift_triangle_backward",

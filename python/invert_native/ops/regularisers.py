@@ -11,7 +11,10 @@
   for x in grey levels; :func:`invert_native.invert` passes its ``tv_floor`` / sigma^2).
 * ``alpha_norm_forward(x, alpha)``: R = sum |x|^alpha.
 
-Both return ``(value, dx)``: value of shape (N,) in float64 (one number per image of the
+``descent_step`` is the update of :func:`invert_native.invert`'s momentum descent, fused with
+the assembly of the objective's gradient (one pass instead of nine).
+
+The priors return ``(value, dx)``: value of shape (N,) in float64 (one number per image of the
 batch, summed in float64), dx shaped like x. There is no ``dy``: a regulariser is a term of the
 loss, so its "backward" is its gradient.
 """
@@ -22,7 +25,7 @@ import numpy as np
 
 from ._dispatch import _Call, _cpu
 
-__all__ = ["tv_forward", "alpha_norm_forward"]
+__all__ = ["tv_forward", "alpha_norm_forward", "descent_step"]
 
 
 def _positive(op, name, v, minimum=0.0, strict=True):
@@ -78,3 +81,42 @@ def alpha_norm_forward(x, alpha=6.0):
         value = np.empty(N, np.float64)
         _cpu.alpha_norm_forward(x, value, dx, alpha)
     return value, dx
+
+
+def descent_step(x, mu, g_data, g_alpha, g_tv, *, sigma, lambda_alpha, lambda_tv, rate,
+                 momentum):
+    """One step of momentum descent, **in place on x and mu** (float32, C-contiguous, same
+    shape, same device):
+
+        g = (sigma g_data + lambda_alpha g_alpha) + lambda_tv g_tv
+        mu <- momentum mu - rate g;   x <- x + mu
+
+    each operation rounded to float32 in this order (the same bits as the NumPy expressions,
+    and on both backends). ``g_data`` is the data term's gradient with respect to sigma x;
+    ``g_alpha`` and ``g_tv`` the priors' (:func:`alpha_norm_forward`, :func:`tv_forward`).
+    Returns None.
+    """
+    op = "descent_step"
+    c = _Call(op, x=x, mu=mu, g_data=g_data, g_alpha=g_alpha, g_tv=g_tv)
+    for name, a in (("x", x), ("mu", mu)):  # updated in place: no silent copy
+        if a.dtype != np.float32:
+            raise TypeError(f"{op}: {name} must be float32, got {a.dtype}")
+        if not a.flags.c_contiguous or (isinstance(a, np.ndarray) and not a.flags.writeable):
+            raise ValueError(f"{op}: {name} is updated in place and must be a writeable "
+                             "C-contiguous array")
+    if mu.shape != x.shape:
+        raise ValueError(f"{op}: mu has shape {tuple(mu.shape)}, x {tuple(x.shape)}")
+    grads = []
+    for name, g in (("g_data", g_data), ("g_alpha", g_alpha), ("g_tv", g_tv)):
+        g = c.array(name, g)
+        if g.shape != x.shape:
+            raise ValueError(f"{op}: {name} has shape {tuple(g.shape)}, x {tuple(x.shape)}")
+        grads.append(g)
+    consts = [_positive(op, "sigma", sigma), _positive(op, "lambda_alpha", lambda_alpha, strict=False),
+              _positive(op, "lambda_tv", lambda_tv, strict=False), _positive(op, "rate", rate, strict=False),
+              _positive(op, "momentum", momentum, strict=False)]
+    if c.cuda:
+        c.launch("descent_step", *grads, x, mu, x.size, *consts)
+    else:
+        _cpu.descent_step(*grads, x, mu, *consts)
+
