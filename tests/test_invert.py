@@ -544,3 +544,21 @@ def test_objective_does_not_touch_the_output_a_layer_keeps_for_backward(last):
     em = inv.objective(rep, target, (x - h * d).astype(np.float32), **kw)[0][0][0]
     assert abs((ep - em) / (2 * h) - float((g.astype(np.float64) * d).sum())) < 0.05 * abs(
         (ep - em) / (2 * h)) + 1e-6
+
+
+@pytest.mark.parametrize("make", [lambda: inv.HOG(), lambda: inv.DSIFT(bin_size=4, step=4)])
+def test_shallow_reconstructions_come_back_in_the_inputs_grey_levels(make):
+    # gradient codes lose a constant offset and the prior centres the image on 0:
+    # deprocess adds mid-grey back, so [0, 255] inputs give [0, 255]-centred images
+    rep = make()
+    img = photo(48)[..., :1] * 0.8 + 140.0  # (48, 48, 1) grey levels, mean 140
+    t = rep.forward(np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32))
+    res = inv.invert(rep, t, image_shape=img.shape, iterations=40, seed=0)
+    assert abs(res.images.mean() - 128.0) < 20, res.images.mean()
+    sigma = res.options["sigma"]
+    np.testing.assert_array_equal(res.images, (sigma * res.x).transpose(0, 2, 3, 1) + np.float32(128))
+    centred = make()
+    centred.pixel_offset = 0.0
+    again = inv.invert(centred, t, image_shape=img.shape, iterations=40, seed=0)
+    np.testing.assert_allclose(again.images + np.float32(128.0), res.images, rtol=0, atol=1e-4)
+    assert abs(again.images.mean()) < 20

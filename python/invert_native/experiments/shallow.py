@@ -123,9 +123,10 @@ def invert_image(name: str, image: np.ndarray, rep=None, device: str = "cpu",
         x0 = cupy.asarray(x0)
     code = rep.forward(x0)
     res = _invert(rep, code, image_shape=(a.shape[0], a.shape[1], 3 if colour else 1), **options)
-    pixels = np.ascontiguousarray(res.images.transpose(0, 3, 1, 2))  # (R, C, H, W), mean-free
+    # the optimised images as the code saw them (mean-free); res.images has 128 added back
+    pixels = np.ascontiguousarray(res.options["sigma"] * _host(res.x))
     codes = _host(rep.forward(_device(pixels) if device == "cuda" else pixels))
-    recon = np.clip(res.images + 128.0, 0, 255)
+    recon = np.clip(res.images, 0, 255)
     return ShallowInversion(name, a, recon if colour else recon[..., 0], _host(code[0]), codes,
                             res)
 

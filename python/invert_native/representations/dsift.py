@@ -76,6 +76,7 @@ from ..invert import SHALLOW_LAMBDA_TV, SHALLOW_SCHEDULE, code_lambda_alpha
 from ..nn import Layer, Sequential
 from ..ops.dsift import DsiftConfig, dsift_geometry
 from ._image import as_float32, real_array
+from ._pixels import GreyLevelOffset
 
 __all__ = ["DSIFT", "dsift"]
 
@@ -146,7 +147,7 @@ class DsiftNormalize(_DsiftLayer):
         return ops.dsift_normalize_backward(d, norms, dy, self.config)
 
 
-class DSIFT(Sequential):
+class DSIFT(GreyLevelOffset, Sequential):
     """Dense SIFT (VLFeat ``vl_dsift``, flat "fast" window) as a layer chain.
 
     Args:

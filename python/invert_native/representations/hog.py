@@ -91,6 +91,7 @@ from .. import _backend, ops
 from ..invert import SHALLOW_LAMBDA_TV, SHALLOW_SCHEDULE, code_lambda_alpha
 from ..nn import Layer, Sequential
 from ._image import as_float32, real_array
+from ._pixels import GreyLevelOffset
 
 __all__ = ["HOG", "hog"]
 
@@ -138,7 +139,7 @@ class HogNorm(Layer):
         return f"HogNorm(variant={self.variant!r}, texture={self.texture})"
 
 
-class HOG(Sequential):
+class HOG(GreyLevelOffset, Sequential):
     """HOG features (VLFeat ``vl_hog``) as a two-layer chain; see the module documentation.
 
     Args:
