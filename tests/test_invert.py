@@ -562,3 +562,54 @@ def test_shallow_reconstructions_come_back_in_the_inputs_grey_levels(make):
     again = inv.invert(centred, t, image_shape=img.shape, iterations=40, seed=0)
     np.testing.assert_allclose(again.images + np.float32(128.0), res.images, rtol=0, atol=1e-4)
     assert abs(again.images.mean()) < 20
+
+
+def test_more_settings_are_checked_and_named():
+    rep = inv.HOG()
+    img = np.ascontiguousarray(photo(32)[..., :1].transpose(2, 0, 1)[None], dtype=np.float32)
+    t = rep.forward(img)
+    kw = dict(image_shape=(32, 32, 1), iterations=2)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        inv.invert(rep, t, seed=-1, **kw)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        inv.invert(rep, t, seed="a", **kw)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        inv.invert(rep, t, seed=np.random.default_rng(0), **kw)
+    with pytest.raises(TypeError, match="callback must be a function"):
+        inv.invert(rep, t, callback=5, **kw)
+    with pytest.raises(ValueError, match="mask must be an array of weights"):
+        inv.invert(rep, t, mask="abc", **kw)
+
+    class Broken:
+        def forward(self, x):
+            return rep.forward(x)
+
+        def backward(self, dy):
+            return rep.backward(dy)[:, :, :5]
+
+    with pytest.raises(ValueError, match="backward returned"):
+        inv.invert(Broken(), t, lambda_tv=0.5, **kw)
+
+
+def test_default_schedule_keeps_its_largest_rates_when_shrunk():
+    from invert_native.invert import CNN_SCHEDULE, SHALLOW_SCHEDULE, _schedule
+
+    assert _schedule(None, 2, SHALLOW_SCHEDULE) == [(0.004, 1), (0.0004, 1)]
+    assert _schedule(None, 3, SHALLOW_SCHEDULE) == [(0.004, 1), (0.0004, 1), (4e-05, 1)]
+    assert _schedule(None, 2, CNN_SCHEDULE) == [(0.004, 1), (0.0004, 1)]
+    for n in range(1, 30):
+        for default in (SHALLOW_SCHEDULE, CNN_SCHEDULE):
+            segs = _schedule(None, n, default)
+            assert sum(c for _, c in segs) == n and all(c >= 1 for _, c in segs)
+            assert [r for r, _ in segs] == [r for r, _ in default][:len(segs)]
+    assert _schedule(None, 800, SHALLOW_SCHEDULE) == [(r, 200) for r, _ in SHALLOW_SCHEDULE]
+
+
+def test_error_metrics_refuse_non_finite_or_ragged_codes():
+    c = np.random.default_rng(0).standard_normal((3, 4, 2, 2))
+    with pytest.raises(ValueError, match="reconstructed contains NaN"):
+        inv.reconstruction_error(c[:1] * np.nan, c[:1], c)
+    with pytest.raises(ValueError, match="codes must be an array of numbers"):
+        inv.mean_pairwise_distance([c[0], c[1][:2]])
+    with pytest.raises(ValueError, match="at least two images"):
+        inv.mean_pairwise_distance(np.float64(1))

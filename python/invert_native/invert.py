@@ -172,10 +172,17 @@ def _schedule(learning_rate, iterations, default):
     if learning_rate is None:
         segs = [(float(r), int(n)) for r, n in default]
         if iterations is not None:  # stretch the default schedule to the requested length
+            if iterations < len(segs):  # too short for every rate: the largest ones, in order
+                return [(r, 1) for r, _ in segs[:iterations]]
             total = sum(n for _, n in segs)
             cuts = [round(iterations * sum(n for _, n in segs[: i + 1]) / total)
                     for i in range(len(segs))]
-            segs = [(r, c - p) for (r, _), c, p in zip(segs, cuts, [0] + cuts[:-1]) if c - p > 0]
+            counts = [c - p for c, p in zip(cuts, [0] + cuts[:-1])]
+            for i in range(len(counts)):  # no rate rounded away: one step from the longest
+                if counts[i] == 0:
+                    counts[counts.index(max(counts))] -= 1
+                    counts[i] = 1
+            segs = [(r, n) for (r, _), n in zip(segs, counts)]
         return segs
     if isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, (bool, np.bool_)):
         return [(_real("learning_rate", learning_rate, 0.0, strict=True),
@@ -330,6 +337,11 @@ def invert(representation, target, *, image_shape, sigma=None, alpha=6.0, beta=2
     beta = _real("beta", beta, 0.0, strict=True)
     tv_floor = _real("tv_floor", tv_floor, 0.0, strict=True)
     callback_every = _whole("callback_every", callback_every)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function (iteration, objective) or None, got "
+                        f"{callback!r}")
+    if seed is not None:  # an int, so that options["seed"] repeats the run
+        seed = _whole("seed", seed, minimum=0)
     sigma = paper_sigma((H, W, C)) if sigma is None else _real("sigma", sigma, 0.0, strict=True)
     lambda_alpha = None if lambda_alpha is None else _real("lambda_alpha", lambda_alpha, 0.0)
     lambda_tv = None if lambda_tv is None else _real("lambda_tv", lambda_tv, 0.0)
@@ -474,7 +486,11 @@ class _Objective:
             raise ValueError("target contains NaN or Inf")
         self.m = None
         if mask is not None:
-            m = xp.asarray(mask).astype(xp.float32)
+            try:
+                m = xp.asarray(mask).astype(xp.float32)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"mask must be an array of weights (0/1 or floats), got "
+                                f"{type(mask).__name__}: {exc}") from None
             if m.ndim == len(code_shape) + 1 and m.shape[0] == 1:
                 m = m[0]  # a batch dimension of 1, as the target may have
             if not bool(xp.isfinite(m).all()):
@@ -536,6 +552,11 @@ class _Objective:
         if self.m is not None:
             dr *= self.m
         g_data = self.rep.backward(dr)
+        if getattr(g_data, "shape", None) != x.shape:
+            raise ValueError(f"the representation's backward returned "
+                             f"{getattr(g_data, 'shape', type(g_data).__name__)} for images of "
+                             f"shape {tuple(x.shape)}: it must return the gradient with "
+                             "respect to its input, shaped like it")
         ra, ga = ops.alpha_norm_forward(x, self.alpha)
         rt, gt = ops.tv_forward(x, self.beta, self.tv_floor)
         ra = self.lambda_alpha * ra
@@ -598,13 +619,28 @@ def objective(representation, target, x, *, sigma, alpha=6.0, beta=2.0, lambda_a
 def mean_pairwise_distance(codes, squared: bool = False) -> float:
     """N_Phi: the mean Euclidean distance between the codes of an image set (M >= 2 codes,
     shape (M, ...)); with ``squared`` the mean squared distance (the authors' script)."""
-    c = np.asarray(_host(codes), np.float64).reshape(len(codes), -1)
-    if c.shape[0] < 2:
+    if isinstance(codes, (list, tuple)):
+        codes = [_host(c) for c in codes]
+    c = _codes_array("codes", codes)
+    if c.ndim < 1 or c.shape[0] < 2:
         raise ValueError("mean_pairwise_distance needs the codes of at least two images")
     # Differences, not |a|^2 + |b|^2 - 2ab: that form cancels to rounding noise for equal
     # or near-equal codes, and a set of identical images must give exactly 0.
+    c = c.reshape(len(c), -1)
     d2 = np.concatenate([((c[i + 1:] - c[i]) ** 2).sum(axis=1) for i in range(len(c) - 1)])
     return float(d2.mean() if squared else np.sqrt(d2).mean())
+
+
+def _codes_array(name, a):
+    """a (NumPy, CuPy or nested lists) as a finite float64 array, or a clear error."""
+    try:
+        out = np.asarray(_host(a), np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of numbers (codes of one shape): {exc}") \
+            from None
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return out
 
 
 def reconstruction_error(reconstructed, original, codes=None, squared: bool = False, *,
@@ -634,15 +670,15 @@ def reconstruction_error(reconstructed, original, codes=None, squared: bool = Fa
         ValueError: shapes that do not agree; a zero normaliser (an all-zero original code,
         or a set of identical codes, N_Phi = 0).
     """
-    rec = np.asarray(_host(reconstructed), np.float64)
-    orig = np.asarray(_host(original), np.float64)
+    rec = _codes_array("reconstructed", reconstructed)
+    orig = _codes_array("original", original)
     if rec.ndim == 0 or orig.ndim == 0:
         raise ValueError("codes must be arrays, not scalars")
     code_shape = None
     if codes is not None:
         if isinstance(codes, (list, tuple)):
             codes = [_host(c) for c in codes]
-        codes = np.asarray(_host(codes), np.float64)
+        codes = _codes_array("codes", codes)
         if codes.ndim < 2:
             raise ValueError(f"codes must be the set's codes (M, ...), got shape {codes.shape}")
         code_shape = codes.shape[1:]
