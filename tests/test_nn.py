@@ -444,3 +444,14 @@ def test_forward_to_a_bad_layer_key(rng, key, error, message):
     model = make_chain(make_params(rng))
     with pytest.raises(error, match=message):
         model.forward_to(smooth_inputs(rng), key)
+
+
+def test_sequential_takes_numpy_integers_and_says_what_is_out_of_range():
+    seq = nn.Sequential([("a", nn.ReLU()), ("b", nn.ReLU())])
+    x = np.ones((1, 1, 2, 2), np.float32)
+    assert seq[np.int64(1)] is seq["b"] and seq[-1] is seq["b"]
+    np.testing.assert_array_equal(seq.forward_to(x, np.int64(0)), x)
+    with pytest.raises(ValueError, match="out of range"):
+        seq[10]
+    with pytest.raises(TypeError, match="name .* or its position"):
+        seq[0:2]

@@ -555,3 +555,21 @@ def test_require_skips_a_missing_reference_or_fails_under_require_refs(monkeypat
     with pytest.raises(pytest.fail.Exception, match="INVERT_NATIVE_REQUIRE_REFS=1"):
         require(missing)
     assert require("numpy") is np
+
+
+def test_messages_carry_the_op_name_once():
+    x = np.ones((1, 1, 5, 5), np.float32)
+    with pytest.raises(ValueError) as info:
+        ops.conv2d_forward(x, np.ones((1, 1, 7, 7), np.float32))
+    assert str(info.value).startswith("conv2d_forward: kernel"), str(info.value)
+    with pytest.raises(ValueError, match=r"^tv_forward: height of x must be positive"):
+        ops.tv_forward(np.ones((1, 1, 0, 3), np.float32))
+    with pytest.raises(ValueError, match=r"^alpha_norm_forward: batch size"):
+        ops.alpha_norm_forward(np.ones((0, 3), np.float32))
+
+
+@pytest.mark.parametrize("bad", [10 ** 9, -5, 16])
+def test_maxpool_backward_refuses_an_argmax_forward_cannot_give(bad):
+    y, am = ops.maxpool2d_forward(np.ones((1, 1, 4, 4), np.float32), 2)
+    with pytest.raises(ValueError, match="argmax holds"):
+        ops.maxpool2d_backward(y, np.full_like(am, bad), (1, 1, 4, 4), 2)

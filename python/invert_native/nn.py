@@ -21,6 +21,8 @@ with a PyTorch module used twice.
 
 from __future__ import annotations
 
+import numbers
+
 from collections import OrderedDict
 from typing import Iterable, Mapping
 
@@ -280,9 +282,8 @@ class Sequential(Layer):
         return iter(self._layers.items())
 
     def __getitem__(self, key):
-        if isinstance(key, int):
-            return list(self._layers.values())[key]
-        return self._layers[self._check_name(key)]
+        """A layer by name or position (as :meth:`index`)."""
+        return list(self._layers.values())[self.index(key)]
 
     def _check_name(self, name):
         if name not in self._layers:
@@ -292,8 +293,8 @@ class Sequential(Layer):
     def index(self, layer: str | int) -> int:
         """Position (0-based) of a layer given by name, or by position (negative counts from
         the end, as in a list)."""
-        if isinstance(layer, int) and not isinstance(layer, bool):
-            n = len(self._layers)
+        if isinstance(layer, numbers.Integral) and not isinstance(layer, (bool, np.bool_)):
+            layer, n = int(layer), len(self._layers)
             if not -n <= layer < n:
                 raise ValueError(f"layer position {layer} is out of range for {n} layers "
                                  f"({', '.join(self._layers)})")

@@ -217,4 +217,8 @@ def _native(op, fn, *args):
     try:
         return fn(*args)
     except ValueError as exc:
-        raise ValueError(f"{op}: {exc}") from None
+        msg = str(exc)
+        head, sep, rest = msg.partition(": ")
+        if sep and " " not in head and op.lower().startswith(head.lower()):
+            msg = rest  # the core's own prefix ("conv2d: ...") under the op's name
+        raise ValueError(f"{op}: {msg}") from None

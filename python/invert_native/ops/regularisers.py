@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._dispatch import _Call, _cpu
+from ._dispatch import _Call, _cpu, _native
 
 __all__ = ["tv_forward", "alpha_norm_forward", "descent_step"]
 
@@ -53,12 +53,12 @@ def tv_forward(x, beta=2.0, floor=1e-5):
     dx = c.empty(x.shape)
     if c.cuda:
         terms = c.empty(x.shape)
-        c.launch("tv_forward", x, terms, dx, *x.shape, beta, floor)
+        _native(op, c.launch, "tv_forward", x, terms, dx, *x.shape, beta, floor)
         with c.device:
             value = terms.reshape(x.shape[0], -1).sum(axis=1, dtype=c.xp.float64)
     else:
         value = np.empty(x.shape[0], np.float64)
-        _cpu.tv_forward(x, value, dx, beta, floor)
+        _native(op, _cpu.tv_forward, x, value, dx, beta, floor)
     return value, dx
 
 
@@ -74,12 +74,12 @@ def alpha_norm_forward(x, alpha=6.0):
     N = x.shape[0]
     if c.cuda:
         terms = c.empty(x.shape)
-        c.launch("alpha_norm_forward", x, terms, dx, N, x.size // max(N, 1), alpha)
+        _native(op, c.launch, "alpha_norm_forward", x, terms, dx, N, x.size // max(N, 1), alpha)
         with c.device:
             value = terms.reshape(N, -1).sum(axis=1, dtype=c.xp.float64)
     else:
         value = np.empty(N, np.float64)
-        _cpu.alpha_norm_forward(x, value, dx, alpha)
+        _native(op, _cpu.alpha_norm_forward, x, value, dx, alpha)
     return value, dx
 
 
