@@ -54,8 +54,10 @@ def _vl():
     return lib
 
 
-def vl_dsift(im, bin_size, step, bounds=None):
-    """VLFeat's dense SIFT, fast window: (frames (K, 2) as (x, y), descriptors (K, 128))."""
+def vl_dsift(im, bin_size, step, bounds=None, geometry=None, window_size=None):
+    """VLFeat's dense SIFT, flat window: (frames (K, 2) as (x, y), descriptors (K, D)).
+
+    geometry: (numBinT, numBinX = numBinY), default VLFeat's (8, 4) (D = 128)."""
     lib = _vl()
     im = np.ascontiguousarray(im, np.float32)
     H, W = im.shape
@@ -67,10 +69,14 @@ def vl_dsift(im, bin_size, step, bounds=None):
         c.useFlatWindow = 1
         if bounds is not None:
             c.boundMinX, c.boundMinY, c.boundMaxX, c.boundMaxY = bounds
+        T, nbin = geometry if geometry is not None else (8, 4)
+        c.geom.numBinT, c.geom.numBinX, c.geom.numBinY = T, nbin, nbin
+        if window_size is not None:
+            c.windowSize = window_size
         lib._vl_dsift_update_buffers(f)
         lib.vl_dsift_process(f, im.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
         n, D = c.numFrames, c.descrSize
-        assert D == 128
+        assert D == T * nbin * nbin
         descrs = np.ctypeslib.as_array(c.descrs, (n * D,)).reshape(n, D).copy()
         frames = np.array([(c.frames[i].x, c.frames[i].y) for i in range(n)]).reshape(n, 2)
     finally:
@@ -208,6 +214,24 @@ def test_bounds_past_the_image_are_clamped_as_matlab_vl_dsift(bounds):
     assert _rel(got, ref) <= VL_BOUND
 
 
+@pytest.mark.parametrize("orientations,num_bins,window_size", [
+    (1, 4, 2.0), (1, 3, 1.5), (1, 1, 2.0), (2, 4, 2.0), (4, 4, 2.0), (12, 3, 3.5)])
+def test_forward_matches_vlfeat_other_geometries(orientations, num_bins, window_size):
+    # numBinT = 1: vl_dsift_process stores (1 - frac) * mag in bin 0, then frac * mag in bin
+    # (0 + 1) % 1 = 0 over it, so the one orientation channel holds frac * mag (frac: the
+    # angle's fraction of a turn); bit-identical to libvl as the other geometries
+    im = _gray("camera")[100:200, 50:180].copy()
+    ref_frames, ref = vl_dsift(im, 4, 3, geometry=(orientations, num_bins),
+                               window_size=window_size)
+    net = invert_native.DSIFT(bin_size=4, step=3, orientations=orientations, num_bins=num_bins,
+                              window_size=window_size)
+    y = net.forward(im[None, None])
+    got = y[0].reshape(y.shape[1], -1).T
+    np.testing.assert_array_equal(net.frames(*im.shape), ref_frames)
+    assert got.shape == ref.shape
+    assert _rel(got, ref) <= VL_BOUND
+
+
 def test_exact_atan2_is_close_to_vlfeat():
     im = _gray("camera")[100:260, 50:230].copy()
     _, ref = vl_dsift(im, 5, 3)
@@ -281,7 +305,11 @@ def t_gradient(torch, x, cfg, return_nt=False):
     b0 = torch.remainder(b, K).long()
     b1 = torch.remainder(b0 + 1, K)
     oh = torch.nn.functional.one_hot
-    h = ((mag * (1 - frac)).unsqueeze(-1) * oh(b0, K) + (mag * frac).unsqueeze(-1) * oh(b1, K))
+    # VLFeat stores bin b0's share, then bin b1's: with K == 1 (b0 == b1) the second store
+    # overwrites the first and the one channel holds frac * mag
+    w0 = 0.0 if K == 1 else 1.0
+    h = ((w0 * mag * (1 - frac)).unsqueeze(-1) * oh(b0, K)
+         + (mag * frac).unsqueeze(-1) * oh(b1, K))
     h = h[:, 0].permute(0, 3, 1, 2)
     return (h, nt) if return_nt else h
 
@@ -352,8 +380,9 @@ CONFIGS = [
     DsiftConfig(bin_size=2, step=(3, 1), second_l2=False, exact_atan2=True),
     DsiftConfig(bin_size=4, step=5, bounds=(1, 2, 17, 18), clamp=0.15),
     DsiftConfig(bin_size=3, step=4, orientations=6, num_bins=3),
+    DsiftConfig(bin_size=3, step=2, orientations=1, num_bins=3),
 ]
-SHAPES = [(2, 1, 15, 13), (1, 1, 12, 17), (1, 1, 20, 19), (1, 1, 14, 18)]
+SHAPES = [(2, 1, 15, 13), (1, 1, 12, 17), (1, 1, 20, 19), (1, 1, 14, 18), (2, 1, 13, 16)]
 
 
 def _setup(torch, rng, i):

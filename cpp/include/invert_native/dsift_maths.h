@@ -116,7 +116,8 @@ INV_HD float dsift_angle(const DsiftParams& p, float gx, float gy, float* d_dgx,
 }
 
 // Bilinear orientation binning of one gradient: the magnitude goes to bins
-// b0 and b1 = b0 + 1 (mod K) with weights 1 - frac and frac. Also returns the
+// b0 and b1 = b0 + 1 (mod K) with weights 1 - frac and frac (with K == 1,
+// as in VLFeat, bin 0 keeps only frac * mag: the second store wins). Also returns the
 // derivatives backward needs. mag is VLFeat's fast sqrt of |g|^2 (0 below its
 // 1e-8 floor); d mag / d g is that of the exact |g|. The angle is scaled to
 // bins in double, as VLFeat's angle * (K / (2 pi)).
@@ -162,8 +163,10 @@ INV_HD void dsift_gradient_forward_at(const DsiftParams& p,
     dsift_image_gradient(xp, p.H, p.W, y, x, &gx, &gy);
     const DsiftOrient o = dsift_orient(p, gx, gy);
     for (index_t t = 0; t < p.K; ++t) hp[t * plane] = 0.0f;
+    // Two stores, as vl_dsift_process: with K == 1 (b0 == b1) the second
+    // overwrites the first, so libvl's single channel holds frac * mag.
     hp[o.b0 * plane] = (1.0f - o.frac) * o.mag;
-    hp[o.b1 * plane] += o.frac * o.mag;  // += : b0 == b1 when K == 1
+    hp[o.b1 * plane] = o.frac * o.mag;
 }
 
 // d loss / d (gx, gy) at pixel (y, x) from the K channels of dh there.
@@ -174,8 +177,9 @@ INV_HD void dsift_gradient_dg_at(const DsiftParams& p,
     float gx, gy;
     dsift_image_gradient(xp, p.H, p.W, y, x, &gx, &gy);
     const DsiftOrient o = dsift_orient(p, gx, gy);
-    const float d0 = dhp[o.b0 * plane], d1 = dhp[o.b1 * plane];
-    // h_b0 = (1 - frac) mag, h_b1 = frac mag
+    // h_b0 = (1 - frac) mag, h_b1 = frac mag; with K == 1 only h_b1 = h_0 =
+    // frac mag is left (dsift_gradient_forward_at), so b0's share is dropped.
+    const float d0 = o.b0 == o.b1 ? 0.0f : dhp[o.b0 * plane], d1 = dhp[o.b1 * plane];
     const float dmag = (1.0f - o.frac) * d0 + o.frac * d1;
     const float dfrac = o.mag * (d1 - d0);
     *dgx = dmag * o.dmag_dgx + dfrac * o.dfrac_dgx;

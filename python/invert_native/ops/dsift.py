@@ -39,7 +39,9 @@ class DsiftConfig:
     Attributes:
         bin_size: pixels per spatial bin (VLFeat ``binSize``, MATLAB ``'Size'``).
         step: frame sampling step in pixels, an int or an (x, y) pair.
-        orientations: orientation bins K (VLFeat ``numBinT``, 8).
+        orientations: orientation bins K (VLFeat ``numBinT``, 8). With K = 1 the one
+            channel holds ``frac * mag`` (``frac``: the angle's fraction of a turn), as
+            libvl's two stores to bin 0 leave it.
         num_bins: spatial bins per side (``numBinX = numBinY``, 4).
         bounds: ``(xmin, ymin, xmax, ymax)`` in 0-based pixels, inclusive, or None for
             the whole image (VLFeat ``vl_dsift_set_bounds``). Bounds reaching past the

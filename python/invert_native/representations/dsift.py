@@ -154,7 +154,9 @@ class DSIFT(GreyLevelOffset, Sequential):
         bin_size: pixels per spatial bin (VLFeat ``binSize``, MATLAB ``'Size'``).
         step: frame step in pixels, an int or an (x, y) pair; default ``bin_size``.
         fast: must be True (the flat window; see the module documentation).
-        orientations: orientation bins (8).
+        orientations: orientation bins (8). With 1, as in libvl, the channel holds the
+            magnitude times the angle's fraction of a turn (VLFeat stores the bilinear
+            shares (1 - frac) and frac to bin 0 in turn, the second overwriting the first).
         num_bins: spatial bins per side (4); the descriptor has
             ``orientations * num_bins**2`` = 128 dimensions.
         bounds: ``(xmin, ymin, xmax, ymax)``, 0-based inclusive pixels, or None; clamped
