@@ -839,3 +839,132 @@ def test_onnxnet_std_and_group_mask_without_groups(rng):
         net.group_mask("c", 0)
     grouped = inv.OnnxNet(build_model(vgg_desc(rng), [1, 3, 33, 33]))  # c2 has group=2
     assert grouped.group_mask("c3", 1).sum() == 6
+
+
+# ------------------------------------------------- constant side computations (folded)
+def _torch_export(module, opset, dynamic=False, **kw):
+    import io
+    import warnings
+
+    torch = require("torch")
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # the legacy exporter announces its deprecation
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), torch.zeros(1, 3, 10, 10), buf, opset_version=opset,
+                          input_names=["data"], output_names=["out"], dynamo=False,
+                          dynamic_axes={"data": {0: "N"}} if dynamic else None, **kw)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _check_against_ort_and_torch(rng, module, model, batch):
+    """Every layer against onnxruntime; dx against torch autograd of the module."""
+    torch = require("torch")
+    net = inv.OnnxNet(model)
+    x = f32(rng.standard_normal((batch, 3, 10, 10)))
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend([helper.make_tensor_value_info(t, TensorProto.FLOAT, None)
+                           for t in net.onnx_outputs.values() if t not in have])
+    assert compare_all_layers(net, m, x) == len(net)
+    y = net.forward(x)
+    dy = f32(rng.standard_normal(y.shape))
+    dx = net.backward(dy)
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    out = module.double()(xt)
+    assert_close(y, out, what="forward against torch")
+    (out * torch.tensor(dy.astype(np.float64))).sum().backward()
+    assert_close(dx, xt.grad, what="dx against torch autograd")
+    return net
+
+
+@pytest.mark.parametrize("opset", [7, 8])
+@pytest.mark.parametrize("flatten", ["reshape", "view"])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_torch_export_at_opsets_7_and_8_flattening_by_view_or_reshape(rng, opset, flatten,
+                                                                      dynamic):
+    """At opsets 7/8 PyTorch casts a Reshape's shape (Reshape takes int64, the exporter
+    writes Constant -> Cast -> Reshape): the constant Cast is folded, not refused."""
+    torch = require("torch")
+    nn = torch.nn
+
+    class Flat(nn.Module):
+        def forward(self, x):
+            return x.reshape(-1, 256) if flatten == "reshape" else x.view(x.size(0), -1)
+
+    torch.manual_seed(opset)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), Flat(), nn.Linear(256, 5))
+    model = _torch_export(module, opset, dynamic)
+    ops = [n.op_type for n in model.graph.node]
+    assert "Reshape" in ops
+    if not dynamic:
+        assert "Cast" in ops  # the exporter's Constant -> Cast -> Reshape
+    net = _check_against_ort_and_torch(rng, module, model, 2 if dynamic else 1)
+    assert [type(layer).__name__ for _, layer in net] == ["Conv2d", "ReLU", "Flatten", "Linear"]
+
+
+@pytest.mark.parametrize("opset", [7, 13])
+def test_torch_export_without_constant_folding(rng, opset):
+    """do_constant_folding=False leaves Transpose(weight) -> MatMul for a bias-free Linear: the
+    Transpose of the initializer is folded into MatMul's weight."""
+    torch = require("torch")
+    nn = torch.nn
+    torch.manual_seed(1)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(256, 6, bias=False), nn.ReLU(), nn.Linear(6, 3))
+    model = _torch_export(module, opset, do_constant_folding=False)
+    assert "Transpose" in [n.op_type for n in model.graph.node]
+    net = _check_against_ort_and_torch(rng, module, model, 1)
+    assert [type(layer).__name__ for _, layer in net] == \
+        ["Conv2d", "ReLU", "Flatten", "Linear", "ReLU", "Linear"]
+
+
+def test_unfolded_batchnorm_names_the_unsupported_op(rng):
+    """Conv + BatchNorm2d exported without constant folding has Identity(weight) nodes before
+    the BatchNormalization: they are folded, and the error names BatchNormalization."""
+    torch = require("torch")
+    nn = torch.nn
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten())
+    model = _torch_export(module, 13, do_constant_folding=False)
+    assert "Identity" in [n.op_type for n in model.graph.node]
+    with pytest.raises(OnnxError, match=r"^unsupported op BatchNormalization in "
+                                        r"BatchNormalization node '/1/BatchNormalization' "
+                                        r"\(#\d\); supported: Conv"):
+        inv.OnnxNet(model)
+
+
+def test_constant_side_computations_on_weights_are_folded(rng):
+    """Weights and shapes computed from constants (Concat, Gather, Unsqueeze, Squeeze,
+    Transpose, Identity, Cast, Reshape, Mul) load as the values they compute; a constant
+    computation that cannot be evaluated is an error naming its node."""
+    wa, wb = he(rng, (2, 3, 3, 3)), he(rng, (3, 3, 3, 3))
+    b = f32(rng.standard_normal(5))
+    fc = f32(rng.standard_normal((4, 5 * 36)))  # (out, in): transposed for MatMul
+    nodes = [
+        helper.make_node("Concat", ["wa", "wb"], ["w"], axis=0),
+        helper.make_node("Unsqueeze", ["b", "ax"], ["b2"]),
+        helper.make_node("Squeeze", ["b2", "ax"], ["b1"]),
+        helper.make_node("Identity", ["b1"], ["bias"]),
+        helper.make_node("Conv", ["x", "w", "bias"], ["c"], name="c"),
+        helper.make_node("Relu", ["c"], ["r"], name="r"),
+        helper.make_node("Constant", [], ["s"], value_floats=[0.0, -1.0]),
+        helper.make_node("Cast", ["s"], ["si"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["r", "si"], ["flat"], name="flat"),
+        helper.make_node("Gather", ["fcs", "idx"], ["fc"], axis=0),
+        helper.make_node("Transpose", ["fc"], ["fct"]),
+        helper.make_node("Mul", ["fct", "two"], ["fct2"]),
+        helper.make_node("MatMul", ["flat", "fct2"], ["y"], name="fc")]
+    inits = {"wa": wa, "wb": wb, "b": b, "ax": np.array([0], np.int64),
+             "fcs": np.stack([fc, -fc]), "idx": np.array(0, np.int64),
+             "two": np.array(2.0, np.float32)}
+    model = _model(nodes, inits, outputs=["c", "r", "flat", "y"])
+    net = inv.OnnxNet(model)
+    assert net.names == ["c", "r", "flat", "fc"]
+    x = np.concatenate([photo(8), photo(8, which="coffee")])
+    assert compare_all_layers(net, model, x, input_name="x") == 4
+    assert_close(dict(iter(net))["c"].weight, np.concatenate([wa, wb]), rtol=0, atol=0)
+    bad = [helper.make_node("Squeeze", ["wa", "ax"], ["w"], name="sq"),
+           helper.make_node("Conv", ["x", "w"], ["c"], name="c")]
+    with pytest.raises(OnnxError, match=r"Squeeze node 'sq' \(#0\) computes a constant from "
+                                        r"\['wa', 'ax'\] that cannot be evaluated"):
+        inv.OnnxNet(_model(bad, {"wa": wa, "ax": np.array([0], np.int64)}, outputs=["c"]))

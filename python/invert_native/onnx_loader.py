@@ -58,6 +58,15 @@ Supported ops (default domain; opset 1-style legacy attributes such as
   in NumPy/CuPy; :class:`~invert_native.CaffeNet` drops it, fc8 being the
   paper's last layer).
 
+Constant side computations are folded first: a node of ``FOLD_OPS``
+(``Identity``, ``Cast``, ``Transpose``, ``Unsqueeze``, ``Squeeze``, ``Concat``,
+``Gather``, ``Reshape``, ``Shape``, ``Flatten``, ``Mul``, ``Add``, ``Sub``,
+``Div``, ``Neg``) whose inputs are all initializers, Constants or earlier folded
+values is evaluated in NumPy and its output becomes a constant. So PyTorch's
+opset 7/8 ``Constant -> Cast -> Reshape`` and, with ``do_constant_folding=False``,
+``Transpose(weight) -> MatMul`` and ``Identity(weight)`` load as the values they
+compute; one that cannot be evaluated is an error naming its node.
+
 Anything else (``BatchNormalization``, ``Concat`` of activations, other
 ``AveragePool`` windows, ...) raises :class:`OnnxError` naming the op and the
 node.
@@ -78,7 +87,7 @@ from .representations.caffenet import (CAFFENET_LAYERS, ConvNet, ImageTransform,
                                        _POOL, _layer_order)
 
 __all__ = ["OnnxNet", "OnnxError", "read_onnx", "caffenet_weights", "Flatten", "Softmax",
-           "GlobalPool1x1", "SUPPORTED_OPS", "CHAIN_OPS", "SHAPE_OPS"]
+           "GlobalPool1x1", "SUPPORTED_OPS", "CHAIN_OPS", "SHAPE_OPS", "FOLD_OPS"]
 
 # ops that make (or pass on) layers of the chain
 CHAIN_OPS = ("Conv", "Relu", "MaxPool", "LRN", "Gemm", "MatMul", "Add", "Flatten", "Reshape",
@@ -394,6 +403,103 @@ def _constant(onnx, numpy_helper, node, where):
                     "value_int(s) and value_float(s))")
 
 
+# ------------------------------------------------------- constant folding
+# ops evaluated ahead of the chain when every input is a constant (initializer, Constant or
+# an earlier folded output): what exporters leave in when they do not fold constants
+# themselves (PyTorch's Constant -> Cast -> Reshape at opsets 7/8, Transpose(weight) -> MatMul
+# and Identity(weight) with do_constant_folding=False)
+FOLD_OPS = ("Identity", "Cast", "Transpose", "Unsqueeze", "Squeeze", "Concat", "Gather",
+            "Reshape", "Shape", "Flatten", "Mul", "Add", "Sub", "Div", "Neg")
+
+
+def _axes(a, args, k):
+    """An op's axes: the attribute (older opsets) or input k (newer), or None."""
+    if "axes" in a:
+        return [int(v) for v in a["axes"]]
+    if len(args) > k and args[k] is not None:
+        return [int(v) for v in np.asarray(args[k]).ravel()]
+    return None
+
+
+def _fold_op(onnx, op, a, args):
+    """The value of `op` on constant (NumPy) arguments (None: an absent optional input)."""
+    x = args[0]
+    if op == "Identity":
+        return x
+    if op == "Cast":
+        return x.astype(onnx.helper.tensor_dtype_to_np_dtype(int(a["to"])))
+    if op == "Transpose":
+        perm = a.get("perm")
+        return np.transpose(x, None if perm is None else [int(v) for v in perm])
+    if op == "Unsqueeze":
+        axes = _axes(a, args, 1)
+        r = x.ndim + len(axes)
+        return x.reshape(_unsqueezed(x.shape, {v % r for v in axes}))
+    if op == "Squeeze":
+        axes = _axes(a, args, 1)
+        if axes is None:
+            return np.squeeze(x)
+        axes = tuple(v % max(x.ndim, 1) for v in axes)
+        if any(x.shape[v] != 1 for v in axes):
+            raise ValueError(f"Squeeze of axes {list(axes)} of shape {x.shape}")
+        return np.squeeze(x, axis=axes)
+    if op == "Concat":
+        return np.concatenate([v for v in args if v is not None], axis=int(a["axis"]))
+    if op == "Gather":
+        return np.take(x, np.asarray(args[1]).astype(np.int64), axis=int(a.get("axis", 0)))
+    if op == "Reshape":
+        shape = [int(v) for v in (np.asarray(args[1]).ravel() if len(args) > 1 and
+                                  args[1] is not None else a.get("shape", []))]
+        if not int(a.get("allowzero", 0)):
+            shape = [x.shape[k] if v == 0 else v for k, v in enumerate(shape)]
+        return x.reshape(shape)
+    if op == "Shape":
+        start, end = int(a.get("start", 0)), a.get("end")
+        return np.array(x.shape, np.int64)[start:None if end is None else int(end)]
+    if op == "Flatten":
+        axis = int(a.get("axis", 1)) % (x.ndim + 1) if x.ndim else 0
+        return x.reshape(int(np.prod(x.shape[:axis])), -1)
+    if op == "Neg":
+        return np.negative(x)
+    y = args[1]
+    if op == "Div":
+        if x.dtype.kind in "iu":
+            q, r = np.divmod(x, y)
+            if np.any(r):  # C-style truncation vs floor: only exact quotients are folded
+                raise ValueError("an integer division with a remainder")
+            return q.astype(x.dtype)
+        return np.divide(x, y).astype(x.dtype)
+    f = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract}[op]
+    return f(x, y).astype(x.dtype)
+
+
+def _unsqueezed(shape, axes):
+    """`shape` with a 1 inserted at each of the output axes `axes` (a set)."""
+    it = iter(shape)
+    return [1 if d in axes else next(it) for d in range(len(shape) + len(axes))]
+
+
+def _fold_constants(onnx, graph, consts):
+    """Evaluate the nodes of FOLD_OPS whose inputs are all constants, adding their outputs to
+    `consts`; returns the indices of those nodes (they are no layers)."""
+    folded = set()
+    for i, node in enumerate(graph.node):
+        ins = [t for t in node.input if t]
+        if node.domain not in ("", "ai.onnx") or node.op_type not in FOLD_OPS or not ins or \
+                not all(t in consts for t in ins) or len(node.output) != 1:
+            continue
+        args = [np.asarray(consts[t]) if t else None for t in node.input]
+        try:
+            value = _fold_op(onnx, node.op_type, _attrs(onnx, node), args)
+        except Exception as exc:
+            raise OnnxError(f"{_where(node, i)} computes a constant from "
+                            f"{[t for t in node.input]} that cannot be evaluated: {exc}") \
+                from None
+        consts[node.output[0]] = np.asarray(value)
+        folded.add(i)
+    return folded
+
+
 # ---------------------------------------------------- shape side-branches
 class _Sym:
     """A value of a Reshape's shape computation (Shape -> Gather -> Unsqueeze -> Concat ...).
@@ -508,13 +614,15 @@ def _eval_shape_op(op, a, args, opset):
     return _UNKNOWN  # pragma: no cover
 
 
-def _shape_branches(onnx, graph, consts, opset):
+def _shape_branches(onnx, graph, consts, opset, folded=()):
     """{tensor: _Sym} of the nodes that compute shapes from a chain tensor's Shape, and the
-    indices of those nodes (they are not layers and do not branch the chain)."""
+    indices of those nodes (they are not layers and do not branch the chain). Nodes in
+    `folded` (constant computations, already evaluated) are skipped."""
     sym, nodes = {}, set()
     for i, node in enumerate(graph.node):
         op = node.op_type
-        if node.domain not in ("", "ai.onnx") or not len(node.output) or op not in SHAPE_OPS:
+        if i in folded or node.domain not in ("", "ai.onnx") or not len(node.output) or \
+                op not in SHAPE_OPS:
             continue
         ins = [t for t in node.input if t]
         if op != "Shape" and not (ins and all(t in sym or t in consts for t in ins) and
@@ -580,7 +688,9 @@ def read_onnx(source) -> OnnxGraph:
     input_shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                         for d in dims[1:])
 
-    sym, shape_nodes = _shape_branches(onnx, graph, consts, opset)
+    folded = _fold_constants(onnx, graph, consts)
+    sym, shape_nodes = _shape_branches(onnx, graph, consts, opset, folded)
+    shape_nodes |= folded
     readers = {}  # tensor -> the nodes reading it (shape computations aside)
     for i, node in enumerate(graph.node):
         if i in shape_nodes:
