@@ -24,6 +24,7 @@ CONFIGS = [
     (DsiftConfig(bin_size=3, step=2), (2, 1, 31, 29)),
     (DsiftConfig(bin_size=5, step=(4, 3), second_l2=False, exact_atan2=True), (1, 1, 40, 57)),
     (DsiftConfig(bin_size=4, step=5, bounds=(2, 1, 40, 30), clamp=0.15), (3, 1, 33, 45)),
+    (DsiftConfig(bin_size=4, step=3, orientations=1), (2, 1, 30, 34)),  # libvl's overwrite
 ]
 
 
