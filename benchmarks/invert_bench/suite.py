@@ -43,12 +43,16 @@ TOL_GRAD_L2 = 1e-3
 # 1, 2, 8): HOG, HOGb, DSIFT, conv1 agree to E 3e-6, x 5e-4; deeper CaffeNet targets
 # diverge faster, as ReLU inputs within rounding of 0 switch on one side only and max-pool
 # windows pick another argmax: 227 x 227 CaffeNet E <= 7e-5, x <= 6e-3; --quick's narrow
-# CaffeNet (512-wide fc6/fc7) E <= 2e-4, x <= 3.5e-2 (relu7, batch 2). Injected update bugs
+# CaffeNet (512-wide fc6/fc7) E <= 2e-4, x <= 3.5e-2 (relu7, batch 2) at one thread; at two
+# threads PyTorch's multithreaded summation rounds otherwise (ours does not depend on the
+# thread count) and relu7 at batch 1 reached x 5.01e-2 (E 1.7e-4). Injected update bugs
 # move both far more: momentum 0.5 instead of 0.9, or no reset at the rate change, give
-# E >= 0.16 and x >= 0.12 at every row. E is the sharp test; x has a loose bound.
+# E >= 0.16 and x >= 0.12 at every row. E is the sharp test that separates bugs from
+# rounding; x is a backstop with a loose bound, 0.1: twice the largest rounding drift seen,
+# still below the smallest bug.
 STEP_ITERATIONS = 5
 TOL_STEPS_E = 1e-3
-TOL_STEPS_X_L2 = 5e-2
+TOL_STEPS_X_L2 = 1e-1
 # Whole runs: the objective of the first WHOLE_FIRST iterations must agree as the steps
 # check's; the final one loosely: hundreds of iterations of momentum descent amplify those
 # rounding differences (HOG's hard orientation bins flip too) until the two runs follow
@@ -724,8 +728,11 @@ def run(args) -> int:
     device = args.device
     if args.threads is not None and args.threads < 1:
         return usage(f"--threads must be >= 1, got {args.threads}")
-    sections = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
+    sections = (SECTIONS if args.only is None
+                else tuple(s.strip() for s in args.only.split(",") if s.strip()))
     unknown = set(sections) - set(SECTIONS)
+    if not sections:
+        return usage(f"--only names no section; choose from {', '.join(SECTIONS)}")
     if unknown:
         return usage(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     if device == "cuda":

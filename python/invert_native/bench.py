@@ -22,12 +22,48 @@ from ._argtypes import real_number, whole_number
 
 _PACKAGE = "invert_bench"
 EXIT_USAGE = 2
+SECTIONS = ("per_op", "per_iteration", "whole_run")  # as benchmarks/invert_bench/suite.py
+
+DESCRIPTION = (
+    "Benchmark invert_native against the same inversion written in PyTorch (same "
+    "representation, objective, momentum and schedule), run alternately in one process: per op "
+    "(CaffeNet layers, HOG/DSIFT ops, TV), per iteration (HOG, HOGb, DSIFT, CaffeNet conv1 ... "
+    "fc8; batch 1 and 8) and whole runs. Every row validates (both sides agree) before it is "
+    "timed. Writes a JSON and a Markdown report to --out and prints the table. Needs PyTorch "
+    "and the source checkout's benchmarks/ folder.")
+
+EPILOG = """\
+examples:
+  invert-native bench --quick                     CI smoke run (tiny sizes; not measurements)
+  invert-native bench                             the full run (tens of minutes)
+  invert-native bench --only per_iteration --threads 4 --out results/bench-4t
+  invert-native bench --device cuda               CuPy vs PyTorch CUDA (CUDA events)
+
+exit status: 0 every row validated, 1 a row did not validate (or failed), 2 bad options or the
+run cannot start (no suite, no PyTorch, no CUDA, --out not a writable folder), 130
+interrupted (Ctrl-C: the rows finished so far are written).
+"""
 
 
 # 0 would be an easy typo for "all cores": that is the default, so the error says so
 _threads = whole_number(1, hint="(leave --threads out for all cores)")
 _seed = whole_number(0)
 _budget = real_number(0.0, strict=True)
+
+
+def _sections(text: str) -> str:
+    """--only: comma-separated section names, checked (an empty list is an error, not "all")."""
+    names = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"no section given ({text!r}): choose from {', '.join(SECTIONS)} (comma-separated; "
+            "leave --only out for all)")
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown section(s) {', '.join(map(repr, unknown))}: choose from "
+            f"{', '.join(SECTIONS)}")
+    return ",".join(names)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=os.path.join("results", "bench"),
                    help="output folder for the JSON and Markdown, created before anything "
                         "runs (default: results/bench)")
-    p.add_argument("--only", default=None,
+    p.add_argument("--only", type=_sections, default=None,
                    help="comma-separated sections to run: per_op, per_iteration, whole_run "
                         "(default: all)")
     p.add_argument("--budget", type=_budget, default=3.0,
@@ -121,9 +157,8 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None, suite_dir: str | None = None) -> int:
     """Entry point of benchmarks/run.py and ``python -m invert_bench``."""
-    parser = _Parser(
-        prog="invert-native bench",
-        description="Benchmark invert_native against the same inversion in PyTorch.")
+    parser = _Parser(prog="invert-native bench", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     try:
         args = parser.parse_args(argv)
