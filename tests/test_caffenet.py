@@ -209,7 +209,8 @@ def test_npz_round_trip_and_bad_weights(net, tmp_path):
     path = tmp_path / "caffenet.npz"
     net.save_npz(path)
     loaded = inv.CaffeNet.from_npz(path)
-    assert loaded.trained and str(path) in repr(loaded)
+    # the file records that the weights are untrained (random): they load so, not as trained
+    assert loaded.trained is False and "UNTRAINED" in repr(loaded) and str(path) in repr(loaded)
     x = net.preprocess(astronaut())
     assert_close(loaded.forward_to(x, "fc8"), net.forward_to(x, "fc8"), rtol=0, atol=0)
 
@@ -239,6 +240,41 @@ def test_npz_round_trip_and_bad_weights(net, tmp_path):
         inv.CaffeNet([1, 2, 3])
     with pytest.raises(ValueError, match="order"):
         inv.CaffeNet(net.weights(), order="vgg")
+
+
+def test_npz_records_whether_the_weights_are_trained(net, tmp_path):
+    """save_npz writes __trained__; from_npz honours it (absent: trained, as files written by
+    hand or before the key existed), and trained= overrides it."""
+    key = inv.representations.caffenet.NPZ_TRAINED_KEY
+    path = tmp_path / "random.npz"
+    net.save_npz(path)
+    with np.load(path) as f:
+        assert f[key].shape == () and bool(f[key]) is False
+    assert inv.CaffeNet.from_npz(path).trained is False
+    assert inv.CaffeNet.from_npz(path, trained=True).trained is True
+    trained = inv.CaffeNet(net.weights(), trained=True)
+    trained.save_npz(path)
+    with np.load(path) as f:
+        assert bool(f[key]) is True
+    back = inv.CaffeNet.from_npz(path)
+    assert back.trained is True and "UNTRAINED" not in repr(back)
+    bare = tmp_path / "bare.npz"
+    np.savez(bare, **net.weights())  # no key: trained, as documented
+    assert inv.CaffeNet.from_npz(bare).trained is True
+    np.savez(bare, **net.weights(), __trained__=np.array([True, False]))
+    with pytest.raises(ValueError, match="__trained__ must be a single boolean"):
+        inv.CaffeNet.from_npz(bare)
+
+
+def test_npz_fc8_weight_and_bias_that_disagree_name_both(tmp_path):
+    """fc8 may have any number of classes: a weight cut to 10 rows beside a 1000-entry bias
+    names the weight and the bias, not only the bias."""
+    path = tmp_path / "wrongshape.npz"
+    np.savez(path, **{"fc8.weight": np.zeros((10, 4096), np.float32),
+                      "fc8.bias": np.zeros(1000, np.float32)})
+    with pytest.raises(ValueError, match=r"fc8.weight has 10 rows \(classes\) but fc8.bias has "
+                                         r"1000 entries"):
+        inv.CaffeNet.from_npz(path)
 
 
 def test_npz_records_the_layer_order(net, tmp_path):

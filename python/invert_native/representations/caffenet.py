@@ -70,8 +70,13 @@ Weights
   weights (out, in), in taking the previous layer's output flattened in C order
   (channel, row, column). An optional key ``__order__`` (:data:`NPZ_ORDER_KEY`),
   a 0-d string array ``"caffenet"`` or ``"alexnet"``, records the layer order;
-  without it the file is read in CaffeNet's order (pool then norm).
-  :meth:`CaffeNet.save_npz` writes this layout, the order included.
+  without it the file is read in CaffeNet's order (pool then norm). An optional
+  key ``__trained__`` (:data:`NPZ_TRAINED_KEY`), a 0-d boolean array, records
+  whether the weights come from training: False marks weights saved from an
+  untrained net (:meth:`CaffeNet.random`), which :meth:`CaffeNet.from_npz` then
+  loads as untrained (``net.trained`` False, the repr says UNTRAINED); without
+  the key the weights are taken as trained.
+  :meth:`CaffeNet.save_npz` writes this layout, the order and provenance included.
 * :meth:`CaffeNet.random` -- He-initialised, *untrained* weights for tests and
   for runs where no weights are at hand (``net.trained`` is False and the repr
   says UNTRAINED).
@@ -124,6 +129,8 @@ for _n, (_o, _i) in _FC.items():
 
 # The .npz key recording the layer order ("caffenet" or "alexnet"); see the module doc.
 NPZ_ORDER_KEY = "__order__"
+# The .npz key recording whether the weights are trained (a 0-d bool); see the module doc.
+NPZ_TRAINED_KEY = "__trained__"
 
 _RESAMPLE = ("nearest", "bilinear", "bicubic", "lanczos")
 
@@ -713,9 +720,11 @@ class CaffeNet(ConvNet):
     @classmethod
     def from_npz(cls, path, **kwargs) -> "CaffeNet":
         """Weights from an .npz file in the :data:`NPZ_SHAPES` layout (see the module doc),
-        in the order its :data:`NPZ_ORDER_KEY` entry records (CaffeNet's without one).
+        in the order its :data:`NPZ_ORDER_KEY` entry records (CaffeNet's without one), trained
+        unless its :data:`NPZ_TRAINED_KEY` entry is False (``trained=`` overrides it).
 
-        ValueError if the file is not an .npz archive or holds pickled (object) arrays."""
+        ValueError if the file is not an .npz archive or holds pickled (object) arrays, or if
+        fc8's weight and bias disagree on the number of classes."""
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no .npz file at {path}")
@@ -735,6 +744,19 @@ class CaffeNet(ConvNet):
                                          "save plain numeric arrays") from None
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise ValueError(f"{path} is not a readable .npz archive: {exc}") from None
+        if NPZ_TRAINED_KEY in weights:
+            flag = weights.pop(NPZ_TRAINED_KEY)
+            if flag.shape != () or flag.dtype.kind not in "bi" or int(flag) not in (0, 1):
+                raise ValueError(f"{path}: {NPZ_TRAINED_KEY} must be a single boolean (whether "
+                                 f"the weights are trained), got {flag.dtype} {flag.shape}")
+            kwargs.setdefault("trained", bool(flag))
+        w8, b8 = weights.get("fc8.weight"), weights.get("fc8.bias")
+        if w8 is not None and b8 is not None and w8.ndim == 2 and b8.ndim == 1 \
+                and w8.shape[0] != b8.shape[0]:
+            # fc8 may have any number of classes, so neither is wrong on its own: name both
+            raise ValueError(f"{path}: fc8.weight has {w8.shape[0]} rows (classes) but fc8.bias "
+                             f"has {b8.shape[0]} entries: fc8.weight {tuple(w8.shape)} and "
+                             f"fc8.bias {tuple(b8.shape)} must agree")
         kwargs.setdefault("source", f"weights from {path}")
         return cls(weights, **kwargs)
 
@@ -767,8 +789,10 @@ class CaffeNet(ConvNet):
 
     def save_npz(self, path) -> None:
         """Write the weights in the :data:`NPZ_SHAPES` layout with the layer order under
-        :data:`NPZ_ORDER_KEY` (readable by :meth:`from_npz`)."""
-        np.savez(os.fspath(path), **self.weights(), **{NPZ_ORDER_KEY: np.array(self.order)})
+        :data:`NPZ_ORDER_KEY` and whether they are trained under :data:`NPZ_TRAINED_KEY`
+        (readable by :meth:`from_npz`: a file saved from :meth:`random` loads as untrained)."""
+        np.savez(os.fspath(path), **self.weights(), **{NPZ_ORDER_KEY: np.array(self.order),
+                                                       NPZ_TRAINED_KEY: np.array(self.trained)})
 
     def paper_lambdas_of(self, layer: str):
         """(2.16e8, lambda_V): lambda_V = 0.5 for layers 1-6, 5 for 7-12, 50 for 13-20 (the
