@@ -123,6 +123,46 @@ def test_help_documents_commands_and_layout(capsys):
         assert "CaffeNet layers: conv1, relu1, mpool1, norm1," in out and "relu7, fc8." in out
 
 
+def test_info_and_bench_help_have_examples_and_exit_statuses(capsys):
+    for command in ("info", "bench"):
+        code, out, _ = run([command, "--help"], capsys)
+        assert code == 0
+        assert f"examples:\n  invert-native {command}" in out and "exit status" in out
+        assert len(out.split("\n\n")[1]) > 80  # a description, not only the usage
+
+
+def test_mistyped_option_points_at_the_command_help(capsys):
+    for command in (["bench"], ["demo"], ["evaluate", "a.png", "b.png"]):
+        code, _, err = run(command + ["--quikc"], capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "unrecognized arguments: --quikc" in err
+        assert f"(see invert-native {command[0]} --help)" in err, err
+
+
+def test_rep_with_spaces_around_the_layer():
+    assert cli._parse_rep("caffenet: conv1") == ("caffenet", "conv1")
+    assert cli._parse_rep(" CaffeNet : relu5 ") == ("caffenet", "relu5")
+    assert cli._parse_rep(" hog") == ("hog", None)
+
+
+def test_figure_text_keeps_its_spaces():
+    # Pillow's default font draws a 2-pixel space: "HOGb 75.9%" read "HOGb75.9%"
+    from invert_native.experiments.figures import _spaced
+
+    assert _spaced("HOGb 75.9%") == "HOGb  75.9%"
+
+
+def test_size_limits(monkeypatch):
+    import argparse
+
+    assert cli._parse_size(f"{cli.MAX_SIZE_SIDE}x16") == (cli.MAX_SIZE_SIDE, 16)
+    with pytest.raises(argparse.ArgumentTypeError, match="at most 8192"):
+        cli._parse_size("40000x40000")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # as a user may lower it
+    with pytest.raises(argparse.ArgumentTypeError, match="more than Pillow's limit of 1000"):
+        cli._parse_size("40x40")
+
+
 def test_no_command_prints_the_help(capsys):
     code, out, err = run([], capsys)
     assert code == 2 and out == ""
@@ -289,6 +329,32 @@ def test_evaluate_table1_on_mixed_images(photos, tmp_path, capsys):
     assert sec["normalisers"]["hog"]["N_phi"] > 0
 
 
+def test_evaluate_near_copies_warns(photos, tmp_path, capsys):
+    """A photo and the same photo with +0/+1 grey-level noise: N_Phi is a few % of the codes'
+    norm (not the exact duplicate that is refused), so the errors are inflated: a warning on
+    stderr (even with --quiet), in report.json and in report.md; the run still completes."""
+    astro = np.asarray(Image.open(photos / "astro.jpg")).astype(np.int16)
+    noise = np.random.default_rng(0).integers(0, 2, astro.shape)
+    Image.fromarray(np.clip(astro + noise, 0, 255).astype(np.uint8)).save(tmp_path / "n.png")
+    out = tmp_path / "near"
+    code, _, err = run(["evaluate", photos / "astro.jpg", tmp_path / "n.png", "--rep",
+                        "hog,dsift", "--iterations", "2", "-o", out] + FAST, capsys)
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if "barely differ" in line]
+    assert len(warned) == 2 and all(w.startswith("invert-native: warning:") for w in warned)
+    assert "nearly identical" in warned[0] and "divides by N_Phi" in warned[0]
+    report = json.loads((out / "report.json").read_text())
+    assert sum("barely differ" in w for w in report["warnings"]) == 2
+    assert (out / "report.md").read_text().count("**Warning:** the images' ") == 2
+    # layers: one warning naming the layers
+    code, _, err = run(["layers", photos / "astro.jpg", tmp_path / "n.png", "--random-weights",
+                        "--layers", "conv1,relu7", "--iterations", "1", "-o",
+                        tmp_path / "near-layers"] + FAST, capsys)
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if "barely differ" in line]
+    assert len(warned) == 1 and "codes at conv1, relu7 barely differ" in warned[0], err
+
+
 # ---------------------------------------------------------------------- layers
 @pytest.fixture(scope="module")
 def npz_weights(tmp_path_factory):
@@ -316,9 +382,12 @@ def test_layers_sweep_from_npz(photos, npz_weights, tmp_path, capsys):
     paper = {(r["layer"], float(r["lambda_tv"])): float(r["paper_error"]) for r in summary}
     assert paper[("conv1", 0.5)] == pytest.approx(0.10)
     sec = report["sections"]["layers"]
-    assert sec["weights"]["trained"] is True and sec["weights"]["file"] == str(npz_weights)
+    # the file was saved from an untrained (random) net, and records it: labelled untrained
+    assert sec["weights"]["trained"] is False and sec["weights"]["file"] == str(npz_weights)
+    assert "UNTRAINED" in err and "saved from an untrained net" in err  # despite --quiet
+    assert any("UNTRAINED" in w for w in report["warnings"])
     md = (out / "report.md").read_text()
-    assert "| conv1 |" in md and "paper λV=50" in md
+    assert "| conv1 |" in md and "paper λV=50" in md and "**Warning:** UNTRAINED" in md
 
 
 @pytest.mark.parametrize("mask, variant", [(["--window", "5"], "window5"),
@@ -358,6 +427,12 @@ def bad(tmp_path_factory, photos):
     (d / "garbage.npz").write_bytes(b"not a zip")
     (d / "garbage.onnx").write_bytes(b"not a protobuf")
     (d / "weights.h5").write_bytes(b"x")
+    np.savez(d / "wrongshape.npz", **{"fc8.weight": np.zeros((10, 4096), np.float32),
+                                      "fc8.bias": np.zeros(1000, np.float32)})
+    for name, value in (("nan", np.nan), ("inf", np.inf)):  # float TIFFs
+        a = np.full((40, 40), 100.0, np.float32)
+        a[3, 5] = value
+        Image.fromarray(a, "F").save(d / f"{name}.tif")
     return d
 
 
@@ -426,6 +501,15 @@ def _bad_cases():
                                                 "hog", "-o", "{bad}/prev.png"],
         "output folder is a file": ["invert", A, "--rep", "hog", "-o", C + "/x.png"],
         "docs folder is a file": ["demo", "--quick", "--docs", C + "/docs"],
+        # second audit
+        "NaN pixels": ["invert", "{bad}/nan.tif", "--rep", "hog"],
+        "infinite pixels": ["evaluate", A, "{bad}/inf.tif"],
+        "huge size": ["evaluate", A, C, "--size", "40000x40000"],
+        "same demo photo twice": ["demo", "--quick", "--photos", "astronaut,astronaut"],
+        "fc8 weight cut": ["layers", A, "--weights", "{bad}/wrongshape.npz"],
+        "mistyped bench option": ["bench", "--quikc"],
+        "empty bench section list": ["bench", "--only", ""],
+        "unknown bench section": ["bench", "--only", "per_op,timing"],
     }
 
 
@@ -448,6 +532,14 @@ _EXPECTED = {
     "output's compare.png over the input": "would overwrite the input",
     "output folder is a file": "is a file, not a folder",
     "docs folder is a file": "is a file, not a folder",
+    "NaN pixels": "nan.tif: 1 of its 1600 pixels are not finite numbers (NaN or infinity)",
+    "infinite pixels": "inf.tif: 1 of its 1600 pixels are not finite",
+    "huge size": "each side must be at most 8192 pixels",
+    "same demo photo twice": "--photos: astronaut given twice",
+    "fc8 weight cut": "fc8.weight has 10 rows (classes) but fc8.bias has 1000 entries",
+    "mistyped bench option": "(see invert-native bench --help)",
+    "empty bench section list": "choose from per_op, per_iteration, whole_run",
+    "unknown bench section": "unknown section(s) 'timing': choose from per_op, per_iteration",
 }
 
 

@@ -10,6 +10,12 @@ def to_uint8(image) -> np.ndarray:
     return np.clip(np.rint(np.asarray(image, np.float64)), 0, 255).astype(np.uint8)
 
 
+def _spaced(text) -> str:
+    """Text as drawn: Pillow's default font has a 2-pixel space, which runs words together
+    ("HOGb 75.9%" reads "HOGb75.9%"), so every space is drawn doubled."""
+    return str(text).replace(" ", "  ")
+
+
 def grid(rows, col_labels=None, row_labels=None, captions=None, cell=None, pad=4,
          label_height=14, title=None):
     """A labelled grid of images.
@@ -32,7 +38,7 @@ def grid(rows, col_labels=None, row_labels=None, captions=None, cell=None, pad=4
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     left = 0
     if row_labels:
-        left = 8 + 6 * max(len(s) for s in row_labels)
+        left = 8 + 6 * max(len(_spaced(s)) for s in row_labels)
     head = label_height + pad if title else 0
     top = head + (label_height + pad if col_labels else 0)
     W = left + n_cols * (cw + pad) + pad
@@ -40,14 +46,14 @@ def grid(rows, col_labels=None, row_labels=None, captions=None, cell=None, pad=4
     canvas = Image.new("RGB", (W, H), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((left + pad, 2), str(title), fill=(200, 0, 0))
+        draw.text((left + pad, 2), _spaced(title), fill=(200, 0, 0))
     if col_labels:
         for j, text in enumerate(col_labels):
-            draw.text((left + pad + j * (cw + pad), head + 2), str(text), fill="black")
+            draw.text((left + pad + j * (cw + pad), head + 2), _spaced(text), fill="black")
     for i, row in enumerate(rows):
         y = top + pad + i * (ch + pad + label_height)
         if row_labels:
-            draw.text((4, y + ch // 2 - 5), str(row_labels[i]), fill="black")
+            draw.text((4, y + ch // 2 - 5), _spaced(row_labels[i]), fill="black")
         for j, im in enumerate(row):
             if im is None:
                 continue
@@ -57,6 +63,6 @@ def grid(rows, col_labels=None, row_labels=None, captions=None, cell=None, pad=4
                 pil = pil.resize((cw, ch), Image.BICUBIC)
             canvas.paste(pil, (left + pad + j * (cw + pad), y))
             if captions and captions[i][j]:
-                draw.text((left + pad + j * (cw + pad), y + ch + 1), str(captions[i][j]),
+                draw.text((left + pad + j * (cw + pad), y + ch + 1), _spaced(captions[i][j]),
                           fill="black")
     return canvas
