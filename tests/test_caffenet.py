@@ -440,3 +440,13 @@ def test_neuron_window_and_group_masks_are_one_line_calls(net):
                      mask=rep.group_mask(0))
     for r in (win, grp):
         assert r.options["masked"] and r.data[-1, 0] < 0.8 * r.data[0, 0]
+
+
+def test_constructor_takes_a_saved_npz_as_a_dict(tmp_path):
+    from invert_native import CaffeNet
+
+    path = tmp_path / "r.npz"
+    CaffeNet.random(1).save_npz(path)
+    with np.load(path) as f:
+        net = CaffeNet(dict(f))
+    assert net.trained is False

@@ -648,6 +648,9 @@ class CaffeNet(ConvNet):
                             f"{type(weights).__name__}")
         w = {str(k): v for k, v in weights.items()}
         order = _weights_order(w.pop(NPZ_ORDER_KEY, None), order)
+        flag = w.pop(NPZ_TRAINED_KEY, None)  # dict(np.load(f)) of a save_npz file holds it
+        if flag is not None and not bool(np.asarray(flag)):
+            trained = False
         names = _layer_order(order)
         missing = [k for k in NPZ_SHAPES if k not in w]
         if missing:
