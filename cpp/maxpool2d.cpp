@@ -76,17 +76,23 @@ void maxpool2d_forward(const Pool2dParams& p, const float* x, float* y, index_t*
     }
 }
 
-void maxpool2d_backward(const Pool2dParams& p, const float* dy, const index_t* argmax, float* dx) {
+index_t maxpool2d_backward(const Pool2dParams& p, const float* dy, const index_t* argmax,
+                           float* dx) {
     const index_t planes = p.N * p.C, in = p.H * p.W, out = p.Ho * p.Wo;
-#pragma omp parallel for schedule(static)
+    index_t outside = 0;  // counted in the same pass: a free check of the caller's argmax
+#pragma omp parallel for schedule(static) reduction(+ : outside)
     for (index_t q = 0; q < planes; ++q) {
         float* dxp = dx + q * in;
         std::memset(dxp, 0, sizeof(float) * in);
         for (index_t o = 0; o < out; ++o) {
             const index_t i = argmax[q * out + o];
-            if (i >= 0 && i < in) dxp[i] += dy[q * out + o];  // guard: argmax comes from the caller
+            if (i >= 0 && i < in)
+                dxp[i] += dy[q * out + o];
+            else
+                ++outside;
         }
     }
+    return outside;
 }
 
 }  // namespace invert_native

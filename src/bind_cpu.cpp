@@ -144,8 +144,17 @@ PYBIND11_MODULE(_cpu, m) {
               const Shape out{p.N, p.C, p.Ho, p.Wo};
               check(dy, "dy", 4, out);
               check(argmax, "argmax", 4, out, false, true);
-              py::gil_scoped_release nogil;
-              maxpool2d_backward(p, cptr(dy), static_cast<const index_t*>(argmax.data()), mptr(dx));
+              index_t outside;
+              {
+                  py::gil_scoped_release nogil;
+                  outside = maxpool2d_backward(p, cptr(dy),
+                                               static_cast<const index_t*>(argmax.data()), mptr(dx));
+              }
+              if (outside)
+                  throw py::value_error("argmax holds " + std::to_string(outside) +
+                                        " entries that are not indices into an input plane of " +
+                                        std::to_string(p.H * p.W) +
+                                        " values (use maxpool2d_forward's argmax)");
           },
           "Max-pool backward: dy routed to the recorded argmax (overwrites dx; internal).",
           py::arg("dy"), py::arg("argmax"), py::arg("dx"), py::arg("kh"), py::arg("kw"),

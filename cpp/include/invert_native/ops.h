@@ -49,10 +49,12 @@ void maxpool2d_forward(const Pool2dParams& p,
                        float* y,          // [N, C, Ho, Wo]
                        index_t* argmax);  // [N, C, Ho, Wo] index of the winner within its H*W plane
 
-void maxpool2d_backward(const Pool2dParams& p,
-                        const float* dy,        // [N, C, Ho, Wo]
-                        const index_t* argmax,  // [N, C, Ho, Wo] from maxpool2d_forward
-                        float* dx);             // [N, C, H, W] (overwritten)
+// Returns how many argmax entries lie outside their input plane (their dy are
+// dropped; a caller that did not take argmax from maxpool2d_forward should check).
+index_t maxpool2d_backward(const Pool2dParams& p,
+                           const float* dy,        // [N, C, Ho, Wo]
+                           const index_t* argmax,  // [N, C, Ho, Wo] from maxpool2d_forward
+                           float* dx);             // [N, C, H, W] (overwritten)
 
 // --------------------------------------------------------------------- LRN
 void lrn_forward(const LrnParams& p,
