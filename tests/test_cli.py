@@ -490,6 +490,7 @@ def _bad_cases():
         "max side too small": ["invert", A, "--rep", "hog", "--max-side", "8"],
         "negative max side": ["evaluate", A, C, "--max-side", "-1"],
         "unknown layer in demo without weights": ["demo", "--quick", "--layers", "foo"],
+        "layers in demo without weights": ["demo", "--quick", "--layers", "conv1"],
         "empty layer list": ["layers", A, "--random-weights", "--layers", ","],
         "zero learning rate": ["invert", A, "--rep", "hog", "--learning-rate", "0"],
         "infinite learning rate": ["evaluate", A, C, "--learning-rate", "inf"],

@@ -1170,6 +1170,9 @@ def _cmd_demo(args) -> int:
         if p not in BUNDLED_PHOTOS:
             raise CliError(f"unknown bundled photo {p!r}; choose from {', '.join(BUNDLED_PHOTOS)}")
     reps = _shallow_reps(args.rep)
+    if args.layers and not (args.weights or args.random_weights):
+        raise CliError("--layers picks the CaffeNet layers of the demo, which needs --weights "
+                       "FILE (or --random-weights for an untrained net)")
     machine = _setup(args, console)
     net = _load_net(args, console) if (args.weights or args.random_weights) else None
     try:
