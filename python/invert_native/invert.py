@@ -386,9 +386,7 @@ def invert(representation, target, *, image_shape, sigma=None, alpha=6.0, beta=2
         images = deprocess(pixels)
     else:
         images = xp.transpose(pixels, (0, 2, 3, 1))
-    images = images.get() if hasattr(images, "get") and not isinstance(images, np.ndarray) else images
-    hist = hist.get() if xp is not np else hist
-    err = err.get() if xp is not np else err
+    images, hist, err = _host(images), _host(hist), _host(err)
     options = dict(image_shape=(H, W, C), sigma=sigma, alpha=alpha, beta=beta,
                    lambda_alpha=lambda_alpha, lambda_tv=lambda_tv, lambda_sources=sources,
                    B=None if B is None else float(B), a=None if a is None else float(a),
@@ -451,7 +449,7 @@ def _descend(obj, x, velocity, hist, segments, momentum, callback, callback_ever
                 # on the host the check is free; on a GPU it costs a transfer, so every k
                 if xp is np or it % callback_every == 0 or it == total:
                     e = hist[0, it - 1]
-                    e_host = e.get() if xp is not np else e
+                    e_host = _host(e)
                     if not np.isfinite(e_host).all():
                         raise _diverged(obj, hist, it, rate, momentum,
                                         f"the objective became "
@@ -591,7 +589,7 @@ class _Objective:
         if g_data.dtype == xp.float32 and g_data.shape == x.shape:
             ops.descent_step(x, velocity, g_data, ga, gt, sigma=self.sigma,
                              lambda_alpha=self.lambda_alpha, lambda_tv=self.lambda_tv,
-                             rate=float(xp.float32(rate)), momentum=float(xp.float32(momentum)))
+                             rate=rate, momentum=momentum)  # rounded to float32 by the core
         else:
             grad = self._assemble(g_data, ga, gt)
             velocity *= xp.float32(momentum)
