@@ -54,14 +54,14 @@ void dot_rows(const float* const* w, const float* x, index_t I, index_t i0, inde
 
 // d[n][i] += g[n][0] * w[0][i] + ... + g[n][3] * w[3][i] (added one row at a
 // time, in order) for the NB outputs d[n] (stride I) and their coefficients
-// g[n] (stride O), columns [i0, i1): the kRows weight vectors are loaded once
-// for the NB outputs, whose coefficients stay in registers.
+// g[n][r], columns [i0, i1): the kRows weight vectors are loaded once for the
+// NB outputs, whose coefficients stay in registers.
 template <int NB>
-void add_four_rows(const float* const* w, const float* g, index_t O, float* d, index_t I,
+void add_four_rows(const float* const* w, const float (*g)[kRows], float* d, index_t I,
                    index_t i0, index_t i1) {
     v8 gv[NB][kRows];
     for (int n = 0; n < NB; ++n)
-        for (index_t r = 0; r < kRows; ++r) gv[n][r] = v8{} + g[n * O + r];
+        for (index_t r = 0; r < kRows; ++r) gv[n][r] = v8{} + g[n][r];
     index_t i = i0;
     for (; i + 8 <= i1; i += 8) {
         const v8 w0 = load8(w[0] + i), w1 = load8(w[1] + i), w2 = load8(w[2] + i),
@@ -77,7 +77,7 @@ void add_four_rows(const float* const* w, const float* g, index_t O, float* d, i
     }
     for (; i < i1; ++i)
         for (int n = 0; n < NB; ++n) {
-            const float* gn = g + n * O;
+            const float* gn = g[n];
             float v = d[n * I + i];
             v += gn[0] * w[0][i];
             v += gn[1] * w[1][i];
@@ -87,25 +87,43 @@ void add_four_rows(const float* const* w, const float* g, index_t O, float* d, i
         }
 }
 
-// out[n, i] += sum over o in [o0, o1), in order, of dy[n, o] * w[o, i] for
-// columns i in [i0, i1) (out rows p.I apart): kRows weight rows per pass, so
-// that each out vector is loaded and stored once per kRows rows.
-void add_rows(const LinearParams& p, const float* dy, const float* w, index_t o0, index_t o1,
-              index_t i0, index_t i1, float* out) {
-    static_assert(kRows == 4, "add_four_rows adds four rows");
-    index_t o = o0;
-    for (; o + kRows <= o1; o += kRows) {
-        const float* wr[kRows];
-        for (index_t r = 0; r < kRows; ++r) wr[r] = w + (o + r) * p.I;
-        index_t n = 0;
-        for (; n + 2 <= p.N; n += 2)
-            add_four_rows<2>(wr, dy + n * p.O + o, p.O, out + n * p.I, p.I, i0, i1);
-        if (n < p.N) add_four_rows<1>(wr, dy + n * p.O + o, p.O, out + n * p.I, p.I, i0, i1);
+// The weight rows backward must read: those o with dy[n, o] != 0 for some n,
+// in increasing order (rows[0, count)). A row whose coefficients are all zero
+// adds exactly zero to dx, so it is skipped: after a ReLU (dy masked by its
+// inactive units, about half of them with random weights and most with trained
+// ones) backward reads only the active rows of the weights.
+index_t active_rows(const LinearParams& p, const float* dy, index_t* rows) {
+    index_t count = 0;
+    for (index_t o = 0; o < p.O; ++o) {
+        bool any = false;
+        for (index_t n = 0; n < p.N && !any; ++n) any = dy[n * p.O + o] != 0.0f;
+        if (any) rows[count++] = o;
     }
-    for (; o < o1; ++o) {
-        const float* wr = w + o * p.I;
+    return count;
+}
+
+// out[n, i] += sum over the rows o = rows[a0], ..., rows[a1 - 1], in that
+// order, of dy[n, o] * w[o, i] for columns i in [i0, i1) (out rows p.I apart):
+// kRows weight rows per pass, so that each out vector is loaded and stored
+// once per kRows rows.
+void add_rows(const LinearParams& p, const float* dy, const float* w, const index_t* rows,
+              index_t a0, index_t a1, index_t i0, index_t i1, float* out) {
+    static_assert(kRows == 4, "add_four_rows adds four rows");
+    index_t a = a0;
+    for (; a + kRows <= a1; a += kRows) {
+        const float* wr[kRows];
+        for (index_t r = 0; r < kRows; ++r) wr[r] = w + rows[a + r] * p.I;
+        float g[kStreamMaxBatch][kRows];
+        for (index_t n = 0; n < p.N; ++n)
+            for (index_t r = 0; r < kRows; ++r) g[n][r] = dy[n * p.O + rows[a + r]];
+        index_t n = 0;
+        for (; n + 2 <= p.N; n += 2) add_four_rows<2>(wr, g + n, out + n * p.I, p.I, i0, i1);
+        if (n < p.N) add_four_rows<1>(wr, g + n, out + n * p.I, p.I, i0, i1);
+    }
+    for (; a < a1; ++a) {
+        const float* wr = w + rows[a] * p.I;
         for (index_t n = 0; n < p.N; ++n) {
-            const float g = dy[n * p.O + o];
+            const float g = dy[n * p.O + rows[a]];
             float* d = out + n * p.I;
             for (index_t i = i0; i < i1; ++i) d[i] += g * wr[i];
         }
@@ -117,7 +135,8 @@ void add_rows(const LinearParams& p, const float* dy, const float* w, index_t o0
 // rows pass.
 // The order over o is the same for every element, whatever the blocks or the
 // thread count.
-void backward_by_columns(const LinearParams& p, const float* dy, const float* w, float* dx) {
+void backward_by_columns(const LinearParams& p, const float* dy, const float* w,
+                         const index_t* rows, index_t count, float* dx) {
     // the kRows weight pieces and the N dx pieces of a block in L1
     const index_t block = std::max<index_t>(64, kL1Floats / (kRows + p.N) / 8 * 8);
     const index_t blocks = (p.I + block - 1) / block;
@@ -125,9 +144,12 @@ void backward_by_columns(const LinearParams& p, const float* dy, const float* w,
     for (index_t blk = 0; blk < blocks; ++blk) {
         const index_t i0 = blk * block, i1 = std::min(p.I, i0 + block);
         for (index_t n = 0; n < p.N; ++n) std::memset(dx + n * p.I + i0, 0, (i1 - i0) * sizeof(float));
-        add_rows(p, dy, w, 0, p.O, i0, i1, dx);
+        add_rows(p, dy, w, rows, 0, count, i0, i1, dx);
     }
 }
+
+// The active rows of the calling thread's last backward (only grows).
+thread_local std::vector<index_t> active;
 }  // namespace
 
 void linear_forward(const LinearParams& p, const float* x, const float* w, const float* b,
@@ -173,31 +195,39 @@ void linear_backward(const LinearParams& p, const float* dy, const float* w, flo
         sgemm(false, false, p.N, p.I, p.O, 1.0f, dy, p.O, w, p.I, 0.0f, dx, p.I);
         return;
     }
-    if (p.N * p.I > kRowStreamMaxFloats) {
-        backward_by_columns(p, dy, w, dx);
+    if (active.size() < std::size_t(p.O)) active.resize(p.O);
+    index_t* rows = active.data();
+    const index_t count = active_rows(p, dy, rows);
+    if (count == 0) {
+        std::memset(dx, 0, std::size_t(p.N * p.I) * sizeof(float));
         return;
     }
-    // dx[n, :] = sum over o of dy[n, o] * w[o, :] with the weight rows streamed
-    // whole and in order (each row contiguous: the prefetcher's best case;
-    // backward_by_columns reads 4 KiB pieces of every row and measured 1.2-1.4x
-    // PyTorch's GEMV at batch 1): kRowChunks fixed ranges of rows, each summed
-    // into its own partial dx (which stays in L1), then the partials added in
-    // chunk order. The order of every sum is fixed by the chunks, not by the
-    // threads, so results do not depend on the thread count.
-    const index_t chunks = std::min(kRowChunks, (p.O + kRows - 1) / kRows);
+    if (p.N * p.I > kRowStreamMaxFloats) {
+        backward_by_columns(p, dy, w, rows, count, dx);
+        return;
+    }
+    // dx[n, :] = sum over the active rows o of dy[n, o] * w[o, :] with the
+    // weight rows streamed whole and in order (each row contiguous: the
+    // prefetcher's best case; backward_by_columns reads 4 KiB pieces of every
+    // row and measured 1.2-1.4x PyTorch's GEMV at batch 1): kRowChunks fixed
+    // ranges of the active rows, each summed into its own partial dx (which
+    // stays in L1), then the partials added in chunk order. The order of every
+    // sum is fixed by the chunks, not by the threads, so results do not depend
+    // on the thread count.
+    const index_t groups = (count + kRows - 1) / kRows;
+    const index_t chunks = std::min(kRowChunks, groups);
     const std::size_t part_size = std::size_t(p.N * p.I);
     thread_local std::vector<float> partials;  // only grows
     if (partials.size() < chunks * part_size) partials.resize(chunks * part_size);
     float* part0 = partials.data();
 #pragma omp parallel for schedule(static)
     for (index_t ch = 0; ch < chunks; ++ch) {
-        // rows [o0, o1), multiples of kRows except at the end
-        const index_t groups = (p.O + kRows - 1) / kRows;
-        const index_t o0 = std::min(p.O, groups * ch / chunks * kRows);
-        const index_t o1 = std::min(p.O, groups * (ch + 1) / chunks * kRows);
+        // active rows [a0, a1), multiples of kRows except at the end
+        const index_t a0 = std::min(count, groups * ch / chunks * kRows);
+        const index_t a1 = std::min(count, groups * (ch + 1) / chunks * kRows);
         float* part = part0 + ch * part_size;
         std::memset(part, 0, part_size * sizeof(float));
-        add_rows(p, dy, w, o0, o1, 0, p.I, part);
+        add_rows(p, dy, w, rows, a0, a1, 0, p.I, part);
     }
     // dx = the partials in chunk order, parallel over blocks of dx
     const index_t total = p.N * p.I, blocks = (total + kColBlock - 1) / kColBlock;

@@ -139,3 +139,46 @@ def test_results_do_not_depend_on_thread_count(rng, N):
     for y, dx in out[1:]:
         np.testing.assert_array_equal(y, out[0][0])
         np.testing.assert_array_equal(dx, out[0][1])
+
+
+# Backward skips the weight rows whose dy is zero for every sample (after a
+# ReLU, its inactive units): the row-streaming path (N * I small), the
+# column-blocked path (N * I large) and the GEMM path (N > 16).
+SPARSE = [("rows-batch1", 1, 300, 97), ("rows-batch3", 3, 200, 61),
+          ("columns-batch1", 1, 20000, 37), ("columns-batch5", 5, 4000, 53),
+          ("gemm-batch17", 17, 300, 29)]
+
+
+@pytest.mark.parametrize("N, I, O", [c[1:] for c in SPARSE], ids=[c[0] for c in SPARSE])
+@pytest.mark.parametrize("density", [0.0, 0.03, 0.5, 1.0])
+def test_backward_with_zero_rows_matches_numpy(rng, N, I, O, density):
+    w = f32(rng.standard_normal((O, I)) / np.sqrt(I))
+    dy = f32(rng.standard_normal((N, O)))
+    dy[:, rng.random(O) >= density] = 0.0  # whole rows of w unused
+    if N > 1 and density > 0:
+        dy[0, rng.random(O) < 0.5] = 0.0  # zeros in one sample only: those rows stay active
+    dx = ops.linear_backward(dy, w, (N, I))
+    assert_close(dx, ref_linear_backward(dy, w, (N, I)), what="dx")
+    if density == 0.0:
+        assert np.array_equal(dx, np.zeros((N, I), np.float32))
+
+
+def test_backward_zero_rows_keep_nan_and_threads(rng):
+    """A NaN in dy still reaches dx; skipping rows does not make results depend on threads."""
+    w = f32(rng.standard_normal((64, 500)))
+    dy = f32(rng.standard_normal((2, 64)))
+    dy[:, ::3] = 0.0
+    dy[1, 5] = np.nan
+    dx = ops.linear_backward(dy, w, (2, 500))
+    assert np.isfinite(dx[0]).all() and np.isnan(dx[1]).all()
+    dy[1, 5] = 1.0
+    before = invert_native.get_num_threads()
+    try:
+        out = []
+        for n in (1, 2, 3):
+            invert_native.set_num_threads(n)
+            out.append(ops.linear_backward(dy, w, (2, 500)))
+    finally:
+        invert_native.set_num_threads(before)
+    for dx in out[1:]:
+        np.testing.assert_array_equal(dx, out[0])
