@@ -52,6 +52,8 @@ bool use_avx512() {
 
 }  // namespace
 
+bool sgemm_uses_avx512() { return use_avx512(); }
+
 const char* sgemm_kernel_name() { return use_avx512() ? "avx512 12x32" : "avx2 6x16"; }
 
 void sgemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, float alpha,
