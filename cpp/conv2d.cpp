@@ -1,5 +1,9 @@
 // conv2d forward and backward-to-input on the CPU.
 //
+// 3x3 stride-1 layers with enough channels and output tiles in the call go
+// through Winograd's F(2x2, 3x3) instead (conv2d_winograd.cpp: CaffeNet
+// conv3-conv5 with 2 or more restarts); everything else as follows.
+//
 // Schedule: per group, im2col into a column buffer [Cg*kh*kw, nb*Ho*Wo] for a
 // chunk of nb images (column n*Ho*Wo + hw holds image n) and one SGEMM;
 // backward is the transposed SGEMM followed by col2im. nb comes from
@@ -19,6 +23,7 @@
 #include <cstring>
 #include <vector>
 
+#include "conv2d_winograd.h"
 #include "invert_native/ops.h"
 
 namespace invert_native {
@@ -176,6 +181,7 @@ float* workspace_or_own(const Conv2dParams& p, float* workspace) {
 }  // namespace
 
 std::size_t conv2d_workspace_size(const Conv2dParams& p) {
+    if (conv2d_uses_winograd(p)) return winograd_workspace_size(p);
     if (is_pointwise(p)) return 0;
     const index_t CKK = p.Cg() * p.kh * p.kw, HWo = p.Ho * p.Wo;
     const index_t nb = chunk_images(p);
@@ -188,6 +194,10 @@ std::size_t conv2d_workspace_size(const Conv2dParams& p) {
 
 void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                     float* workspace) {
+    if (conv2d_uses_winograd(p)) {
+        winograd_conv2d_forward(p, x, w, b, y, workspace_or_own(p, workspace));
+        return;
+    }
     const index_t Cg = p.Cg(), Kg = p.Kg(), CKK = Cg * p.kh * p.kw, HWo = p.Ho * p.Wo;
     const index_t xs = p.C * p.H * p.W, ys = p.K * HWo;
     const index_t nbmax = chunk_images(p);
@@ -243,6 +253,10 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
 
 void conv2d_backward(const Conv2dParams& p, const float* dy, const float* w, float* dx,
                      float* workspace) {
+    if (conv2d_uses_winograd(p)) {
+        winograd_conv2d_backward(p, dy, w, dx, workspace_or_own(p, workspace));
+        return;
+    }
     const index_t Cg = p.Cg(), Kg = p.Kg(), CKK = Cg * p.kh * p.kw, HWo = p.Ho * p.Wo;
     const index_t xs = p.C * p.H * p.W, ys = p.K * HWo;
     const index_t nbmax = chunk_images(p);

@@ -20,8 +20,12 @@ int get_num_threads();
 // ------------------------------------------------------------------ conv2d
 // Schedule: per group, im2col of one image or (batches of small outputs) a
 // chunk of images into a workspace, then one SGEMM per chunk; see conv2d.cpp
-// (the CUDA core uses the direct form of maths.h instead). Results do not
-// depend on the chunking or the thread count.
+// (the CUDA core uses the direct form of maths.h instead). 3x3 stride-1
+// layers with >= 32 channels a group each side and >= 96 tiles of 2x2
+// outputs in the call use Winograd F(2x2, 3x3) (16 SGEMMs on transformed
+// tiles; the filter transforms cached per thread, reused only while the
+// weights are bit for bit those they came from); INVERT_NATIVE_NO_WINOGRAD=1
+// turns it off. Results do not depend on the chunking or the thread count.
 // Workspace: conv2d_workspace_size(p) floats (the same for forward and
 // backward), or nullptr to use an internal per-thread buffer that only grows.
 std::size_t conv2d_workspace_size(const Conv2dParams& p);

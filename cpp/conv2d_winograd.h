@@ -1,0 +1,24 @@
+// Winograd F(2x2, 3x3) for the CPU's 3x3, stride-1 convolutions (internal to
+// the core; conv2d.cpp chooses it). See conv2d_winograd.cpp.
+#pragma once
+
+#include <cstddef>
+
+#include "invert_native/params.h"
+
+namespace invert_native {
+
+// Whether conv2d_forward / conv2d_backward compute p by Winograd. Depends on
+// the layer's shape only, never on the batch size, so that an image of a
+// batch gets the same bits as alone.
+bool conv2d_uses_winograd(const Conv2dParams& p);
+
+// Floats of workspace the Winograd forward and backward need (the larger).
+std::size_t winograd_workspace_size(const Conv2dParams& p);
+
+void winograd_conv2d_forward(const Conv2dParams& p, const float* x, const float* w,
+                             const float* b, float* y, float* workspace);
+void winograd_conv2d_backward(const Conv2dParams& p, const float* dy, const float* w, float* dx,
+                              float* workspace);
+
+}  // namespace invert_native

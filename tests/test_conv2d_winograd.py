@@ -1,0 +1,135 @@
+"""conv2d's Winograd F(2x2, 3x3) path (conv2d_winograd.cpp: 3x3 stride-1 layers with >= 32
+channels a group each side and >= 96 output tiles in the call) against float64 NumPy and
+PyTorch autograd, its filter-transform cache against weights changed in place, and its
+determinism."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import invert_native
+from conftest import assert_close, f32, require
+from invert_native import ops
+from test_conv2d import ref_conv2d_backward, ref_conv2d_forward, uses_winograd
+
+# (id, N, C, H, W, K, padding, groups)
+CASES = [
+    ("caffenet-conv3-batch8", 8, 256, 13, 13, 384, 1, 1),
+    ("caffenet-conv5-batch2", 2, 384, 13, 13, 256, 1, 2),
+    ("pad0-even", 3, 32, 18, 18, 48, 0, 1),
+    ("pad2-odd-rect", 2, 40, 15, 21, 33, 2, 1),
+    ("pad-rows-only", 4, 64, 12, 9, 64, (1, 0), 2),
+    ("one-image-large", 1, 32, 40, 37, 32, 1, 1),      # > 512 tiles: several passes
+    ("tiny-plane", 100, 32, 4, 4, 40, 0, 1),            # 2x2 outputs: one tile an image
+]
+
+
+def make(rng, case):
+    _, N, C, H, W, K, padding, groups = case
+    x = f32(rng.standard_normal((N, C, H, W)))
+    w = f32(rng.standard_normal((K, C // groups, 3, 3)) / np.sqrt(C // groups * 9))
+    b = f32(rng.standard_normal(K))
+    return x, w, b, padding, groups
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_matches_float64_and_torch(rng, case):
+    x, w, b, padding, groups = make(rng, case)
+    N, C, H, W = x.shape
+    taken = uses_winograd(N, C, H, W, w.shape[0], (3, 3), 1, padding, groups)
+    assert taken
+    y = ops.conv2d_forward(x, w, b, 1, padding, groups)
+    dy = f32(rng.standard_normal(y.shape))
+    dx = ops.conv2d_backward(dy, w, x.shape, 1, padding, groups)
+    # float32 rounding of 2.25x fewer, regrouped products: within the direct path's tolerances
+    assert_close(y, ref_conv2d_forward(x, w, b, 1, padding, groups), rtol=2e-5, what="y")
+    assert_close(dx, ref_conv2d_backward(dy, w, x.shape, 1, padding, groups), rtol=2e-5,
+                 what="dx")
+    torch = require("torch")
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, torch.tensor(w.astype(np.float64)),
+                                    torch.tensor(b.astype(np.float64)), 1, padding, 1, groups)
+    yt.backward(torch.tensor(dy.astype(np.float64)))
+    assert_close(y, yt.detach().numpy(), rtol=2e-5, what="y vs torch")
+    assert_close(dx, xt.grad.numpy(), rtol=2e-5, what="dx vs torch")
+
+
+def test_error_is_float32_rounding(rng):
+    """Winograd's error against float64 stays within a few times the im2col path's."""
+    x, w, b, padding, groups = make(rng, CASES[0])
+    ref = ref_conv2d_forward(x, w, b, 1, padding, groups)
+    wino = ops.conv2d_forward(x, w, b, 1, padding, groups)
+    direct = np.concatenate([ops.conv2d_forward(x[n:n + 1], w, b, 1, padding, groups)
+                             for n in range(x.shape[0])])  # one image: the im2col path
+    e_w, e_d = np.abs(wino - ref).max(), np.abs(direct - ref).max()
+    assert e_w <= 4 * e_d + 1e-7, (e_w, e_d)
+    assert e_w / np.abs(ref).max() < 2e-6
+
+
+def test_weights_changed_in_place_are_seen(rng):
+    """The filter transforms are cached per weight array and checked bit for bit."""
+    x, w, b, padding, groups = make(rng, CASES[2])
+    y0 = ops.conv2d_forward(x, w, b, 1, padding, groups)
+    w[3, 5, 1, 2] += 0.25                     # same array, same address
+    y1 = ops.conv2d_forward(x, w, b, 1, padding, groups)
+    assert_close(y1, ref_conv2d_forward(x, w, b, 1, padding, groups), rtol=2e-5, what="y")
+    assert not np.array_equal(y0[:, 3], y1[:, 3])
+    dy = f32(rng.standard_normal(y1.shape))
+    w[:] = -w                                  # every filter, in place
+    dx = ops.conv2d_backward(dy, w, x.shape, 1, padding, groups)
+    assert_close(dx, ref_conv2d_backward(dy, w, x.shape, 1, padding, groups), rtol=2e-5,
+                 what="dx")
+
+
+def test_many_layers_alternating(rng):
+    """More layers than the cache holds (16), called in turn: each result still right."""
+    x = f32(rng.standard_normal((4, 32, 10, 10)))
+    layers = [f32(rng.standard_normal((32, 32, 3, 3)) / 17) for _ in range(20)]
+    for _ in range(2):
+        for w in layers:
+            y = ops.conv2d_forward(x, w, None, 1, 1, 1)
+            assert_close(y, ref_conv2d_forward(x, w, None, 1, 1, 1), rtol=2e-5, what="y")
+
+
+def test_inputs_untouched_and_threads_agree(rng):
+    x, w, b, padding, groups = make(rng, CASES[1])
+    x0, w0 = x.copy(), w.copy()
+    dy = f32(rng.standard_normal((x.shape[0], w.shape[0], 13, 13)))
+    before = invert_native.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2, 3):
+            invert_native.set_num_threads(n)
+            out.append((ops.conv2d_forward(x, w, b, 1, padding, groups),
+                        ops.conv2d_backward(dy, w, x.shape, 1, padding, groups)))
+    finally:
+        invert_native.set_num_threads(before)
+    for y, dx in out[1:]:
+        np.testing.assert_array_equal(y, out[0][0])
+        np.testing.assert_array_equal(dx, out[0][1])
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(w, w0)
+
+
+def test_switch_off_gives_the_im2col_path(rng):
+    """INVERT_NATIVE_NO_WINOGRAD=1 (read at the first call): a batch then equals its images
+    computed alone bit for bit, as the im2col path does."""
+    script = (
+        "import numpy as np; from invert_native import ops\n"
+        "r = np.random.default_rng(5)\n"
+        "x = r.standard_normal((4, 64, 13, 13)).astype(np.float32)\n"
+        "w = (r.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32)\n"
+        "y = ops.conv2d_forward(x, w, None, 1, 1, 1)\n"
+        "alone = np.concatenate([ops.conv2d_forward(x[n:n+1], w, None, 1, 1, 1) for n in range(4)])\n"
+        "print(int(np.array_equal(y, alone)))\n")
+    res = {}
+    for off in ("0", "1"):
+        env = dict(os.environ, INVERT_NATIVE_NO_WINOGRAD=off)
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=300, check=True)
+        res[off] = done.stdout.strip()
+    assert res == {"0": "0", "1": "1"}
