@@ -147,7 +147,12 @@ def test_quick_whole_runs_agree(quick_run):
 def test_quick_markdown_has_the_tables(quick_run):
     result, md, proc = quick_run
     assert "| representation | batch | ours (ms) | PyTorch (ms) | ratio |" in md
-    assert "#### Per op (batch 1)" in md and "#### Whole runs" in md
+    assert "#### Per op (batch 1;" in md and "#### Whole runs" in md
+    batched = [r for r in result["rows"] if r["section"] == "per_op"
+               and r["group"] == "CaffeNet" and r["shape"].startswith("2x")]
+    assert {(r["op"], r["pass"]) for r in batched} == {
+        (op, p) for op in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
+        for p in ("forward", "backward")}
     assert "quick mode" in md and "Note: CI smoke run" in md
     for row in result["rows"]:
         if row["section"] == "per_op":

@@ -169,7 +169,8 @@ def markdown(result: dict) -> str:
 
     ops = [r for r in rows if r["section"] == "per_op"]
     if ops:
-        lines += ["", "#### Per op (batch 1)", "",
+        lines += ["", "#### Per op (batch 1; convolutions and fc6/fc7 also at the restarts' "
+                  "batch: see the input column)", "",
                   f"| op | input | pass | ours ({unit}) | PyTorch ({unit}) | ratio | ours rate | "
                   "PyTorch rate | max rel diff |",
                   "|---|---|---|---:|---:|---:|---:|---:|---|"]

@@ -79,6 +79,8 @@ RETRIES = 2
 CNN_TARGETS = ("conv1", "conv3", "mpool5", "relu7", "fc8")
 CNN_PER_OP = ("conv1", "relu1", "mpool1", "norm1", "conv2", "mpool2", "norm2", "conv3", "relu3",
               "conv4", "conv5", "mpool5", "fc6", "fc7", "fc8")
+# also timed at the per-iteration rows' batch of restarts (8; --quick: 2)
+CNN_PER_OP_BATCH = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 WHOLE_CNN_LAYER = "mpool5"
 SECTIONS = ("per_op", "per_iteration", "whole_run")
 
@@ -298,6 +300,17 @@ def per_op(ctx, cnn):
         return _op_bytes(kind, int(xin.size), int(y.size))
 
     stage_rows(ctx, "CaffeNet", CNN_PER_OP, layers, stages, x, bytes_of=cnn_bytes)
+
+    # the convolutions and fc6/fc7 at the batch of the per-iteration rows' restarts, where
+    # chunked SGEMMs, Winograd (conv3-conv5) and the batched fully connected products run:
+    # the photo and noisy copies of it
+    batch = 2 if ctx.quick else 8
+    ctx.say(f"per-op rows: CaffeNet at batch {batch}")
+    img = caffenet_image()
+    noise = np.random.default_rng(3).standard_normal((batch - 1, *img.shape[1:]))
+    xb = np.concatenate([img, img + (20.0 * noise).astype(np.float32)])
+    stage_rows(ctx, "CaffeNet", CNN_PER_OP_BATCH, layers, stages, _ours(ctx, xb),
+               bytes_of=cnn_bytes)
 
     # regularisers: value and gradient in one call (ours) against forward + autograd (PyTorch)
     ctx.say("per-op rows: regularisers")
