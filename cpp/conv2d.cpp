@@ -82,34 +82,68 @@ index_t ox_end(const Conv2dParams& p, index_t v) {
     return last < 0 ? 0 : std::min(p.Wo, last / p.stride_w + 1);
 }
 
+// Row r = (c*kh + u)*kw + v of the column buffer for images i < nb, gathered
+// from x (see im2col).
+void im2col_row(const Conv2dParams& p, const float* x, index_t xs, index_t nb, index_t r,
+                float* col) {
+    const index_t HWo = p.Ho * p.Wo;
+    const index_t v = r % p.kw, u = (r / p.kw) % p.kh, c = r / (p.kw * p.kh);
+    const index_t lo = ox_begin(p, v), hi = ox_end(p, v), off = v - p.pad_w;
+    for (index_t i = 0; i < nb; ++i) {
+        const float* xc = x + i * xs + c * p.H * p.W;
+        float* dst = col + (r * nb + i) * HWo;
+        for (index_t oy = 0; oy < p.Ho; ++oy) {
+            const index_t iy = oy * p.stride_h - p.pad_h + u;
+            float* d = dst + oy * p.Wo;
+            if (iy < 0 || iy >= p.H) {
+                std::memset(d, 0, p.Wo * sizeof(float));
+                continue;
+            }
+            // ox in [lo, hi) reads inside the row: no test per element there
+            const float* src = xc + iy * p.W;
+            for (index_t ox = 0; ox < lo; ++ox) d[ox] = 0.0f;
+            if (p.stride_w == 1 && hi > lo)
+                std::memcpy(d + lo, src + lo + off, (hi - lo) * sizeof(float));
+            else
+                for (index_t ox = lo; ox < hi; ++ox) d[ox] = src[ox * p.stride_w + off];
+            for (index_t ox = hi; ox < p.Wo; ++ox) d[ox] = 0.0f;
+        }
+    }
+}
+
 // For images i < nb of x (image stride xs floats, channels of the group):
 // col[(c*kh + u)*kw + v, i*Ho*Wo + oy*Wo + ox] = x_i[c, oy*sh - ph + u, ox*sw - pw + v]
 // (0 outside); col rows have nb*Ho*Wo floats.
+// Tap v + sw reads, at output column ox, the input column that tap v reads at
+// ox + 1: so for v >= sw the row is the row of v - sw moved left by one float
+// (one memmove of the whole row), and only each output row's last column is
+// gathered. A strided convolution's gathers (conv1: 11 taps a row, stride 4)
+// drop to the first sw taps; the copies are exact, so the buffer is the same.
+// Parallel over (c, u): the taps of one kernel row go in order.
 void im2col(const Conv2dParams& p, const float* x, index_t xs, index_t nb,  // [nb][Cg, H, W]
             float* col) {                                                   // [Cg*kh*kw, nb*Ho*Wo]
-    const index_t rows = p.Cg() * p.kh * p.kw, HWo = p.Ho * p.Wo;
+    const index_t HWo = p.Ho * p.Wo, len = nb * HWo, kernel_rows = p.Cg() * p.kh;
+    const bool shift = p.kw > p.stride_w && p.Wo > 1;
 #pragma omp parallel for schedule(static)
-    for (index_t r = 0; r < rows; ++r) {
-        const index_t v = r % p.kw, u = (r / p.kw) % p.kh, c = r / (p.kw * p.kh);
-        const index_t lo = ox_begin(p, v), hi = ox_end(p, v), off = v - p.pad_w;
-        for (index_t i = 0; i < nb; ++i) {
-            const float* xc = x + i * xs + c * p.H * p.W;
-            float* dst = col + (r * nb + i) * HWo;
-            for (index_t oy = 0; oy < p.Ho; ++oy) {
-                const index_t iy = oy * p.stride_h - p.pad_h + u;
-                float* d = dst + oy * p.Wo;
-                if (iy < 0 || iy >= p.H) {
-                    std::memset(d, 0, p.Wo * sizeof(float));
-                    continue;
+    for (index_t cu = 0; cu < kernel_rows; ++cu) {
+        const index_t u = cu % p.kh, c = cu / p.kh;
+        for (index_t v = 0; v < p.kw; ++v) {
+            const index_t r = cu * p.kw + v;
+            if (!shift || v < p.stride_w) {
+                im2col_row(p, x, xs, nb, r, col);
+                continue;
+            }
+            float* dst = col + r * len;
+            std::memcpy(dst, col + (r - p.stride_w) * len + 1, (len - 1) * sizeof(float));
+            // the last column of every output row: x_i[c, iy, (Wo-1)*sw - pw + v]
+            const index_t ix = (p.Wo - 1) * p.stride_w - p.pad_w + v;
+            for (index_t i = 0; i < nb; ++i) {
+                const float* xc = x + i * xs + c * p.H * p.W;
+                for (index_t oy = 0; oy < p.Ho; ++oy) {
+                    const index_t iy = oy * p.stride_h - p.pad_h + u;
+                    dst[i * HWo + oy * p.Wo + p.Wo - 1] =
+                        iy >= 0 && iy < p.H && ix >= 0 && ix < p.W ? xc[iy * p.W + ix] : 0.0f;
                 }
-                // ox in [lo, hi) reads inside the row: no test per element there
-                const float* src = xc + iy * p.W;
-                for (index_t ox = 0; ox < lo; ++ox) d[ox] = 0.0f;
-                if (p.stride_w == 1 && hi > lo)
-                    std::memcpy(d + lo, src + lo + off, (hi - lo) * sizeof(float));
-                else
-                    for (index_t ox = lo; ox < hi; ++ox) d[ox] = src[ox * p.stride_w + off];
-                for (index_t ox = hi; ox < p.Wo; ++ox) d[ox] = 0.0f;
             }
         }
     }
