@@ -155,72 +155,32 @@ void im2col(const Conv2dParams& p, const float* x, index_t xs, index_t nb,  // [
 // thread in a fixed order.
 void col2im(const Conv2dParams& p, const float* col, index_t nb,  // [Cg*kh*kw, nb*Ho*Wo]
             float* dx, index_t xs) {                              // [nb][Cg, H, W]
-    const index_t Cg = p.Cg(), HWo = p.Ho * p.Wo, sw = p.stride_w;
-    // With a column stride, tap v + sw adds output column ox where tap v adds
-    // ox + 1 (im2col's shift, in reverse): the taps of one phase q = v mod sw
-    // are summed into a contiguous row T (T[ox + j] += tap q + j*sw's ox,
-    // vector loops) started from dx's values at those columns, and T goes
-    // back to dx once: the strided reads and writes drop from kw to sw per
-    // output row. Every dx element still adds the same taps, in the same
-    // order, to the same start: the result is bit-identical.
-    const bool phases = sw > 1 && p.kw > sw;
-    const index_t most_taps = (p.kw + sw - 1) / sw;
-#pragma omp parallel
-    {
-        thread_local std::vector<float> row;  // T; only grows
-        if (phases && row.size() < std::size_t(p.Wo + most_taps)) row.resize(p.Wo + most_taps);
-#pragma omp for collapse(2) schedule(static)
-        for (index_t i = 0; i < nb; ++i)
-            for (index_t c = 0; c < Cg; ++c) {
-                float* dxc = dx + i * xs + c * p.H * p.W;
-                std::memset(dxc, 0, sizeof(float) * p.H * p.W);
-                for (index_t u = 0; u < p.kh; ++u) {
-                    if (phases) {
-                        const float* tap0 = col + ((c * p.kh + u) * p.kw * nb + i) * HWo;
-                        for (index_t oy = 0; oy < p.Ho; ++oy) {
-                            const index_t iy = oy * p.stride_h - p.pad_h + u;
-                            if (iy < 0 || iy >= p.H) continue;
-                            float* d = dxc + iy * p.W;
-                            for (index_t q = 0; q < sw && q < p.kw; ++q) {
-                                const index_t taps = (p.kw - q + sw - 1) / sw, len = p.Wo + taps - 1;
-                                // T[t] is dx column t*sw - pw + q; [a, b) of them lie in the row
-                                const index_t need = p.pad_w - q;  // t * sw >= need
-                                const index_t a = need <= 0 ? 0 : std::min(len, (need - 1) / sw + 1);
-                                const index_t last = p.W - 1 + p.pad_w - q;  // t * sw <= last
-                                const index_t b = last < 0 ? 0 : std::min(len, last / sw + 1);
-                                float* T = row.data();
-                                for (index_t t = 0; t < len; ++t) T[t] = 0.0f;
-                                for (index_t t = a; t < b; ++t) T[t] = d[t * sw - p.pad_w + q];
-                                for (index_t j = 0; j < taps; ++j) {
-                                    const float* s = tap0 + (q + j * sw) * nb * HWo + oy * p.Wo;
-                                    float* Tj = T + j;
-                                    for (index_t ox = 0; ox < p.Wo; ++ox) Tj[ox] += s[ox];
-                                }
-                                for (index_t t = a; t < b; ++t) d[t * sw - p.pad_w + q] = T[t];
-                            }
-                        }
-                        continue;
-                    }
-                    for (index_t v = 0; v < p.kw; ++v) {
-                        const float* src = col + (((c * p.kh + u) * p.kw + v) * nb + i) * HWo;
-                        const index_t lo = ox_begin(p, v), hi = ox_end(p, v), off = v - p.pad_w;
-                        for (index_t oy = 0; oy < p.Ho; ++oy) {
-                            const index_t iy = oy * p.stride_h - p.pad_h + u;
-                            if (iy < 0 || iy >= p.H) continue;
-                            float* d = dxc + iy * p.W;
-                            const float* s = src + oy * p.Wo;
-                            if (sw == 1) {  // contiguous: a vector loop
-                                float* dd = d + lo + off;
-                                const float* ss = s + lo;
-                                for (index_t t = 0; t < hi - lo; ++t) dd[t] += ss[t];
-                            } else {
-                                for (index_t ox = lo; ox < hi; ++ox) d[ox * sw + off] += s[ox];
-                            }
+    const index_t Cg = p.Cg(), HWo = p.Ho * p.Wo;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (index_t i = 0; i < nb; ++i)
+        for (index_t c = 0; c < Cg; ++c) {
+            float* dxc = dx + i * xs + c * p.H * p.W;
+            std::memset(dxc, 0, sizeof(float) * p.H * p.W);
+            for (index_t u = 0; u < p.kh; ++u)
+                for (index_t v = 0; v < p.kw; ++v) {
+                    const float* src = col + (((c * p.kh + u) * p.kw + v) * nb + i) * HWo;
+                    const index_t lo = ox_begin(p, v), hi = ox_end(p, v), off = v - p.pad_w;
+                    for (index_t oy = 0; oy < p.Ho; ++oy) {
+                        const index_t iy = oy * p.stride_h - p.pad_h + u;
+                        if (iy < 0 || iy >= p.H) continue;
+                        float* d = dxc + iy * p.W;
+                        const float* s = src + oy * p.Wo;
+                        if (p.stride_w == 1) {  // contiguous: a vector loop
+                            float* dd = d + lo + off;
+                            const float* ss = s + lo;
+                            for (index_t t = 0; t < hi - lo; ++t) dd[t] += ss[t];
+                        } else {
+                            for (index_t ox = lo; ox < hi; ++ox)
+                                d[ox * p.stride_w + off] += s[ox];
                         }
                     }
                 }
-            }
-    }
+        }
 }
 
 // wt[g][r, k] = w[g*Kg + k, r] for r < Cg*kh*kw: W_g^T of every group, in
