@@ -202,8 +202,10 @@ def test_repeated_calls_reuse_workspace_safely(rng):
     np.testing.assert_array_equal(ops.conv2d_forward(*big), y_big)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[16], CAFFENET[1]], ids=lambda c: c[0])
+@pytest.mark.parametrize("case", [CASES[1], CASES[16], CAFFENET[1], CAFFENET[4]],
+                         ids=lambda c: c[0])
 def test_results_do_not_depend_on_thread_count(rng, case):
+    # conv2 and conv4 (2 groups) at 2 threads run their groups side by side, at 1 and 3 not
     x, w, b, stride, padding, groups = make(rng, case)
     dy = f32(rng.standard_normal(ops.conv2d_forward(x, w, b, stride, padding, groups).shape))
     before = invert_native.get_num_threads()
