@@ -84,100 +84,94 @@ void transform_filters(index_t Ko, index_t Ci, Filter at, float* U, index_t su) 
         }
 }
 
+// Calls f(n, ty, tx, t) for the tiles t in [t0, t1), in order (tile t of the
+// pass is tile (ty, tx) of image n: t = (n * th + ty) * tw + tx). The loops
+// go image by image and row by row, so that no tile costs a division
+// (OpenMP's collapsed loops over planes and tiles divided on every one).
+template <class F>
+inline void for_tiles(const Wino& s, index_t t0, index_t t1, F f) {
+    const index_t th = s.th(), tw = s.tw(), per = s.tiles();
+    for (index_t n = t0 / per; n <= (t1 - 1) / per; ++n)
+        for (index_t ty = 0; ty < th; ++ty) {
+            const index_t tbase = (n * th + ty) * tw;
+            if (tbase + tw <= t0 || tbase >= t1) continue;
+            for (index_t tx = std::max<index_t>(0, t0 - tbase); tx < tw && tbase + tx < t1; ++tx)
+                f(n, ty, tx, tbase + tx);
+        }
+}
+
 // V[e][i][t - t0] = (B^T d B)[e] for the 4x4 patch d of input plane i under
-// tile t (global over the images: t = (n * th + ty) * tw + tx; x image n at
-// x + n * xs), B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+// tile t (x image n at x + n * xs), B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+// Parallel over the planes, tiles in order inside.
 void transform_input(const Wino& s, const float* x, index_t xs, index_t t0, index_t t1,
                      float* V) {
-    const index_t T = t1 - t0, th = s.th(), tw = s.tw(), per = s.tiles();
+    const index_t T = t1 - t0;
     const std::size_t step = std::size_t(plane_step(s.Ci * T));
-    const index_t n0 = t0 / per, n1 = (t1 - 1) / per + 1;
-    // parallel over the planes (no division per tile: OpenMP's collapsed
-    // loops divide on every iteration), tiles in order inside
 #pragma omp parallel for schedule(static)
     for (index_t i = 0; i < s.Ci; ++i)
-        for (index_t n = n0; n < n1; ++n) {
+        for_tiles(s, t0, t1, [&](index_t n, index_t ty, index_t tx, index_t t) {
             const float* plane = x + n * xs + i * s.Hx * s.Wx;
-            for (index_t ty = 0; ty < th; ++ty) {
-                const index_t tbase = (n * th + ty) * tw;
-                if (tbase + tw <= t0 || tbase >= t1) continue;
-                const index_t y0 = 2 * ty - s.ph;
-                const bool rows_in = y0 >= 0 && y0 + 4 <= s.Hx;
-                for (index_t tx = 0; tx < tw; ++tx) {
-                    const index_t t = tbase + tx;
-                    if (t < t0 || t >= t1) continue;
-                    const index_t x0 = 2 * tx - s.pw;
-                    float d[4][4];
-                    if (rows_in && x0 >= 0 && x0 + 4 <= s.Wx) {
-                        for (int r = 0; r < 4; ++r)
-                            for (int c = 0; c < 4; ++c) d[r][c] = plane[(y0 + r) * s.Wx + x0 + c];
-                    } else {
-                        for (int r = 0; r < 4; ++r) {
-                            const index_t iy = y0 + r;
-                            for (int c = 0; c < 4; ++c) {
-                                const index_t ix = x0 + c;
-                                d[r][c] = iy >= 0 && iy < s.Hx && ix >= 0 && ix < s.Wx
-                                              ? plane[iy * s.Wx + ix]
-                                              : 0.0f;
-                            }
-                        }
-                    }
-                    float b[4][4];
-                    for (int c = 0; c < 4; ++c) {  // B^T d
-                        b[0][c] = d[0][c] - d[2][c];
-                        b[1][c] = d[1][c] + d[2][c];
-                        b[2][c] = d[2][c] - d[1][c];
-                        b[3][c] = d[1][c] - d[3][c];
-                    }
-                    float* e = V + i * T + (t - t0);
-                    for (int r = 0; r < 4; ++r) {  // (B^T d) B
-                        e[(r * 4 + 0) * step] = b[r][0] - b[r][2];
-                        e[(r * 4 + 1) * step] = b[r][1] + b[r][2];
-                        e[(r * 4 + 2) * step] = b[r][2] - b[r][1];
-                        e[(r * 4 + 3) * step] = b[r][1] - b[r][3];
+            const index_t y0 = 2 * ty - s.ph, x0 = 2 * tx - s.pw;
+            float d[4][4];
+            if (y0 >= 0 && y0 + 4 <= s.Hx && x0 >= 0 && x0 + 4 <= s.Wx) {
+                for (int r = 0; r < 4; ++r)
+                    for (int c = 0; c < 4; ++c) d[r][c] = plane[(y0 + r) * s.Wx + x0 + c];
+            } else {
+                for (int r = 0; r < 4; ++r) {
+                    const index_t iy = y0 + r;
+                    for (int c = 0; c < 4; ++c) {
+                        const index_t ix = x0 + c;
+                        d[r][c] = iy >= 0 && iy < s.Hx && ix >= 0 && ix < s.Wx
+                                      ? plane[iy * s.Wx + ix]
+                                      : 0.0f;
                     }
                 }
             }
-        }
+            float b[4][4];
+            for (int c = 0; c < 4; ++c) {  // B^T d
+                b[0][c] = d[0][c] - d[2][c];
+                b[1][c] = d[1][c] + d[2][c];
+                b[2][c] = d[2][c] - d[1][c];
+                b[3][c] = d[1][c] - d[3][c];
+            }
+            float* e = V + i * T + (t - t0);
+            for (int r = 0; r < 4; ++r) {  // (B^T d) B
+                e[(r * 4 + 0) * step] = b[r][0] - b[r][2];
+                e[(r * 4 + 1) * step] = b[r][1] + b[r][2];
+                e[(r * 4 + 2) * step] = b[r][2] - b[r][1];
+                e[(r * 4 + 3) * step] = b[r][1] - b[r][3];
+            }
+        });
 }
 
 // y (image n at y + n * ys) = A^T m A for the 4x4 products m = M[.][o][t - t0]
 // of each tile, cropped to the plane, plus bias[o]; A^T = [1 1 1 0; 0 1 -1 -1].
 void transform_output(const Wino& s, const float* M, index_t t0, index_t t1, const float* bias,
                       float* y, index_t ys) {
-    const index_t T = t1 - t0, th = s.th(), tw = s.tw(), per = s.tiles();
+    const index_t T = t1 - t0;
     const std::size_t step = std::size_t(plane_step(s.Ko * T));
-    const index_t n0 = t0 / per, n1 = (t1 - 1) / per + 1;
 #pragma omp parallel for schedule(static)
     for (index_t o = 0; o < s.Ko; ++o)
-        for (index_t n = n0; n < n1; ++n) {
+        for_tiles(s, t0, t1, [&](index_t n, index_t ty, index_t tx, index_t t) {
             float* plane = y + n * ys + o * s.Hy * s.Wy;
-            const float bo = bias ? bias[o] : 0.0f;
-            for (index_t ty = 0; ty < th; ++ty) {
-                const index_t tbase = (n * th + ty) * tw;
-                if (tbase + tw <= t0 || tbase >= t1) continue;
-                for (index_t tx = 0; tx < tw; ++tx) {
-                    const index_t t = tbase + tx;
-                    if (t < t0 || t >= t1) continue;
-                    const float* e = M + o * T + (t - t0);
-                    float m[4][4];
-                    for (int k = 0; k < 16; ++k) m[k / 4][k % 4] = e[k * step];
-                    float a[2][4];
-                    for (int c = 0; c < 4; ++c) {  // A^T m
-                        a[0][c] = (m[0][c] + m[1][c]) + m[2][c];
-                        a[1][c] = (m[1][c] - m[2][c]) - m[3][c];
-                    }
-                    for (int r = 0; r < 2; ++r) {
-                        const index_t oy = 2 * ty + r;
-                        if (oy >= s.Hy) break;
-                        const float v0 = (a[r][0] + a[r][1]) + a[r][2];  // (A^T m) A
-                        const float v1 = (a[r][1] - a[r][2]) - a[r][3];
-                        plane[oy * s.Wy + 2 * tx] = bias ? v0 + bo : v0;
-                        if (2 * tx + 1 < s.Wy) plane[oy * s.Wy + 2 * tx + 1] = bias ? v1 + bo : v1;
-                    }
-                }
+            const float* e = M + o * T + (t - t0);
+            float m[4][4];
+            for (int k = 0; k < 16; ++k) m[k / 4][k % 4] = e[k * step];
+            float a[2][4];
+            for (int c = 0; c < 4; ++c) {  // A^T m
+                a[0][c] = (m[0][c] + m[1][c]) + m[2][c];
+                a[1][c] = (m[1][c] - m[2][c]) - m[3][c];
             }
-        }
+            for (int r = 0; r < 2; ++r) {
+                const index_t oy = 2 * ty + r;
+                if (oy >= s.Hy) break;
+                const float v0 = (a[r][0] + a[r][1]) + a[r][2];  // (A^T m) A
+                const float v1 = (a[r][1] - a[r][2]) - a[r][3];
+                plane[oy * s.Wy + 2 * tx] = bias ? v0 + bias[o] : v0;
+                if (2 * tx + 1 < s.Wy)
+                    plane[oy * s.Wy + 2 * tx + 1] = bias ? v1 + bias[o] : v1;
+            }
+        });
 }
 
 std::size_t chunk_floats(const Wino& s, index_t N) {
