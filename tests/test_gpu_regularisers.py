@@ -85,7 +85,7 @@ def test_cuda_path_frees_what_it_allocates(cp):
         net = small_cnn().to("cuda")
         rep = Upto(net, "norm1")
         img = photo(32)
-        t = target_of(small_cnn(), img)
+        t = target_of(Upto(small_cnn(), "norm1"), img)
         inv.invert(rep, cp.asarray(t), image_shape=img.shape, iterations=20)
         cp.cuda.Device().synchronize()
 
