@@ -2,7 +2,10 @@
 //
 // 3x3 stride-1 layers with enough channels and output tiles in the call go
 // through Winograd's F(2x2, 3x3) instead (conv2d_winograd.cpp: CaffeNet
-// conv3-conv5 with 2 or more restarts); everything else as follows.
+// conv3-conv5 with 2 or more restarts). Strided layers with large outputs
+// (CaffeNet conv1) run by phases: SGEMMs on row pointers into the input's
+// phase planes, or into the padded dy, with no column buffer and no col2im
+// (see "Strided convolutions by phases" below). Everything else as follows.
 //
 // Schedule: per group, im2col into a column buffer [Cg*kh*kw, nb*Ho*Wo] for a
 // chunk of nb images (column n*Ho*Wo + hw holds image n) and one SGEMM;
@@ -26,6 +29,8 @@
 #include <omp.h>
 
 #include "conv2d_winograd.h"
+#include "env_flag.h"
+#include "gemm.h"
 #include "invert_native/ops.h"
 
 namespace invert_native {
@@ -216,6 +221,228 @@ void transpose_weights(const Conv2dParams& p, const float* w, float* wt) {
         }
 }
 
+// ---- Strided convolutions by phases -----------------------------------------
+//
+// With stride s, input row r = s*oy + u - pad is reached from output row oy by
+// tap u. Split rows into phases r + pad = s*t + a (a in [0, s)): a tap
+// u = s*p + a links dx row (t, a) to dy row t - p, so within one phase the
+// backward is a stride-1 correlation of dy with taps p < Ph = ceil(kh / s).
+// One SGEMM does every phase at once: rows (c, a, b) of A hold
+// W[k, c, s_h*p + a, s_w*q + b] at depth (k, p, q) (zero where the tap falls
+// outside the kernel), and row (k, p, q) of the column matrix is dy_k, padded
+// and shifted by (p, q): a view of one padded plane (sgemm_rows), so the
+// column matrix is never written. Each dx element is then read from one
+// element of the product, with no col2im sums. The products include the zero
+// taps (conv1: 144 for 121) and each padded row's Qw - 1 extra columns.
+
+// INVERT_NATIVE_NO_PHASES=1 sends strided convolutions through im2col (read once).
+bool phases_off() {
+    static const bool off = env_flag("INVERT_NATIVE_NO_PHASES");
+    return off;
+}
+
+struct Phases {
+    index_t sh, sw, Ph, Qw;  // strides; taps per phase along each axis (the most)
+    index_t M, Kp;           // product rows (c, a, b) and depth (k, p, q)
+    index_t t0, Tt, s0, Tw;  // the phase grid: rows [t0, t0 + Tt), columns [s0, s0 + Tw)
+    index_t Rp, Wq;          // padded dy plane: Rp rows of Wq floats
+    index_t plane() const { return Rp * Wq; }
+    index_t cols() const { return Tt * Wq; }
+};
+
+Phases phases_of(const Conv2dParams& p) {
+    Phases q;
+    q.sh = p.stride_h;
+    q.sw = p.stride_w;
+    q.Ph = (p.kh + q.sh - 1) / q.sh;
+    q.Qw = (p.kw + q.sw - 1) / q.sw;
+    q.M = p.Cg() * q.sh * q.sw;
+    q.Kp = p.Kg() * q.Ph * q.Qw;
+    q.t0 = p.pad_h / q.sh;
+    q.Tt = (p.H - 1 + p.pad_h) / q.sh + 1 - q.t0;
+    q.s0 = p.pad_w / q.sw;
+    q.Tw = (p.W - 1 + p.pad_w) / q.sw + 1 - q.s0;
+    q.Rp = q.Tt + q.Ph - 1;
+    q.Wq = q.Tw + q.Qw - 1;
+    return q;
+}
+
+// Whether backward runs by phases: a strided kernel whose zero taps add at
+// most a third (kh*kw >= 3/4 of the padded taps: conv1's 11x11 / 4 has 121 of
+// 144) and a large output (conv1: 55x55; smaller ones go through the chunked
+// schedule, whose batched SGEMMs need no per-image columns).
+bool backward_by_phases(const Conv2dParams& p) {
+    if ((p.stride_h == 1 && p.stride_w == 1) || p.Ho * p.Wo < kChunkMaxColumns) return false;
+    if (phases_off()) return false;
+    const Phases q = phases_of(p);
+    return 4 * p.kh * p.kw >= 3 * q.sh * q.Ph * q.sw * q.Qw;
+}
+
+std::size_t phases_backward_floats(const Conv2dParams& p) {
+    const Phases q = phases_of(p);
+    return std::size_t(p.groups * q.M * q.Kp + p.Kg() * q.plane() + q.Qw + q.M * q.cols());
+}
+
+// The row pointers of the implicit column matrix, per calling thread.
+thread_local std::vector<const float*> phase_rows;
+
+void conv2d_backward_phases(const Conv2dParams& p, const float* dy, const float* w, float* dx,
+                            float* ws) {
+    const Phases q = phases_of(p);
+    const index_t Cg = p.Cg(), Kg = p.Kg(), KK = p.kh * p.kw, HWo = p.Ho * p.Wo;
+    const index_t xs = p.C * p.H * p.W, ys = p.K * HWo, cols = q.cols();
+    float* A = ws;                              // [groups][M, Kp]
+    float* dyp = A + p.groups * q.M * q.Kp;     // [Kg][Rp, Wq] + Qw floats of tail
+    float* out = dyp + Kg * q.plane() + q.Qw;   // [M, Tt*Wq]
+#pragma omp parallel for collapse(2) schedule(static)
+    for (index_t g = 0; g < p.groups; ++g)
+        for (index_t row = 0; row < q.M; ++row) {
+            const index_t c = row / (q.sh * q.sw), a = row / q.sw % q.sh, b = row % q.sw;
+            float* ar = A + (g * q.M + row) * q.Kp;
+            for (index_t k = 0; k < Kg; ++k)
+                for (index_t pp = 0; pp < q.Ph; ++pp)
+                    for (index_t qq = 0; qq < q.Qw; ++qq) {
+                        const index_t u = q.sh * pp + a, v = q.sw * qq + b;
+                        ar[(k * q.Ph + pp) * q.Qw + qq] =
+                            u < p.kh && v < p.kw ? w[((g * Kg + k) * Cg + c) * KK + u * p.kw + v]
+                                                 : 0.0f;
+                    }
+        }
+    if (phase_rows.size() < std::size_t(q.Kp)) phase_rows.resize(q.Kp);
+    const float** rows = phase_rows.data();
+    for (index_t k = 0; k < Kg; ++k)
+        for (index_t pp = 0; pp < q.Ph; ++pp)
+            for (index_t qq = 0; qq < q.Qw; ++qq)
+                rows[(k * q.Ph + pp) * q.Qw + qq] =
+                    dyp + k * q.plane() + (q.Ph - 1 - pp) * q.Wq + (q.Qw - 1 - qq);
+    std::memset(dyp + Kg * q.plane(), 0, q.Qw * sizeof(float));
+    // dy columns j = j' + s0 - (Qw - 1) inside [0, Wo): j' in [jl, jh)
+    const index_t dj = q.s0 - (q.Qw - 1), di = q.t0 - (q.Ph - 1);
+    const index_t jl = std::min(q.Wq, std::max<index_t>(0, -dj));
+    const index_t jh = std::max(jl, std::min(q.Wq, p.Wo - dj));
+    for (index_t n = 0; n < p.N; ++n)
+        for (index_t g = 0; g < p.groups; ++g) {
+            const float* dyg = dy + n * ys + g * Kg * HWo;
+#pragma omp parallel for collapse(2) schedule(static)
+            for (index_t k = 0; k < Kg; ++k)
+                for (index_t ip = 0; ip < q.Rp; ++ip) {
+                    float* d = dyp + k * q.plane() + ip * q.Wq;
+                    const index_t i = ip + di;
+                    if (i < 0 || i >= p.Ho || jh == jl) {
+                        std::memset(d, 0, q.Wq * sizeof(float));
+                        continue;
+                    }
+                    std::memset(d, 0, jl * sizeof(float));
+                    std::memcpy(d + jl, dyg + (k * p.Ho + i) * p.Wo + jl + dj,
+                                (jh - jl) * sizeof(float));
+                    std::memset(d + jh, 0, (q.Wq - jh) * sizeof(float));
+                }
+            sgemm_rows(false, q.M, cols, q.Kp, 1.0f, A + g * q.M * q.Kp, q.Kp, rows, 0.0f, out,
+                       cols);
+            // dx[c, r, x]: phase (a, b) = ((r + ph) % sh, (x + pw) % sw), grid point
+            // ((r + ph) / sh - t0, (x + pw) / sw - s0)
+            float* dxg = dx + n * xs + g * Cg * p.H * p.W;
+#pragma omp parallel for collapse(2) schedule(static)
+            for (index_t c = 0; c < Cg; ++c)
+                for (index_t r = 0; r < p.H; ++r) {
+                    const index_t tr = r + p.pad_h, a = tr % q.sh, t = tr / q.sh - q.t0;
+                    float* d = dxg + (c * p.H + r) * p.W;
+                    for (index_t b = 0; b < q.sw; ++b) {
+                        const float* src = out + ((c * q.sh + a) * q.sw + b) * cols + t * q.Wq;
+                        // x = sw * (s0 + j) + b - pw for grid columns j, the first x >= 0
+                        index_t j = 0, x = q.sw * q.s0 + b - p.pad_w;
+                        if (x < 0) ++j, x += q.sw;
+                        for (; x < p.W; ++j, x += q.sw) d[x] = src[j];
+                    }
+                }
+        }
+}
+
+// Forward by phases needs no zero taps: tap (u, v) = (sh*p + a, sw*q + b)
+// reads phase plane (a, b) of the input, xph[c, a, b][i, j] =
+// x[c, sh*i + a - ph, sw*j + b - pw], at (oy + p, ox + q). So row (c, u, v)
+// of the column matrix is that plane shifted by (p, q): the product runs on
+// W_g as it is stored, over Ho rows of Wq = Wo + Qw - 1 columns, and the
+// Qw - 1 extra columns of each row are dropped when the bias is added. The
+// products see im2col's column matrix in the same order: the same bits.
+struct PhasesFwd {
+    index_t sh, sw, Ph, Qw, Ri, Wq;  // planes of Ri = Ho + Ph - 1 rows of Wq floats
+    index_t plane() const { return Ri * Wq; }
+};
+
+PhasesFwd phases_fwd_of(const Conv2dParams& p) {
+    PhasesFwd f;
+    f.sh = p.stride_h;
+    f.sw = p.stride_w;
+    f.Ph = (p.kh + f.sh - 1) / f.sh;
+    f.Qw = (p.kw + f.sw - 1) / f.sw;
+    f.Ri = p.Ho + f.Ph - 1;
+    f.Wq = p.Wo + f.Qw - 1;
+    return f;
+}
+
+// Strided kernels with a large output (conv1): the rule of backward_by_phases
+// without its limit on zero taps, which forward does not compute.
+bool forward_by_phases(const Conv2dParams& p) {
+    if (phases_off()) return false;
+    return (p.stride_h > 1 || p.stride_w > 1) && p.Ho * p.Wo >= kChunkMaxColumns;
+}
+
+std::size_t phases_forward_floats(const Conv2dParams& p) {
+    const PhasesFwd f = phases_fwd_of(p);
+    return std::size_t(p.Cg() * f.sh * f.sw * f.plane() + f.Qw + p.Kg() * p.Ho * f.Wq);
+}
+
+void conv2d_forward_phases(const Conv2dParams& p, const float* x, const float* w, const float* b,
+                           float* y, float* ws) {
+    const PhasesFwd f = phases_fwd_of(p);
+    const index_t Cg = p.Cg(), Kg = p.Kg(), CKK = Cg * p.kh * p.kw, HWo = p.Ho * p.Wo;
+    const index_t xs = p.C * p.H * p.W, ys = p.K * HWo, cols = p.Ho * f.Wq;
+    const index_t planes = Cg * f.sh * f.sw;
+    float* xph = ws;                                  // [Cg, sh, sw][Ri, Wq] + Qw of tail
+    float* out = xph + planes * f.plane() + f.Qw;     // [Kg, Ho*Wq]
+    if (phase_rows.size() < std::size_t(CKK)) phase_rows.resize(CKK);
+    const float** rows = phase_rows.data();
+    for (index_t c = 0; c < Cg; ++c)
+        for (index_t u = 0; u < p.kh; ++u)
+            for (index_t v = 0; v < p.kw; ++v)
+                rows[(c * p.kh + u) * p.kw + v] =
+                    xph + ((c * f.sh + u % f.sh) * f.sw + v % f.sw) * f.plane() +
+                    u / f.sh * f.Wq + v / f.sw;
+    std::memset(xph + planes * f.plane(), 0, f.Qw * sizeof(float));
+    for (index_t n = 0; n < p.N; ++n)
+        for (index_t g = 0; g < p.groups; ++g) {
+            const float* xg = x + n * xs + g * Cg * p.H * p.W;
+#pragma omp parallel for collapse(2) schedule(static)
+            for (index_t pl = 0; pl < planes; ++pl)
+                for (index_t i = 0; i < f.Ri; ++i) {
+                    const index_t c = pl / (f.sh * f.sw), a = pl / f.sw % f.sh, bb = pl % f.sw;
+                    float* d = xph + pl * f.plane() + i * f.Wq;
+                    const index_t iy = f.sh * i + a - p.pad_h;
+                    if (iy < 0 || iy >= p.H) {
+                        std::memset(d, 0, f.Wq * sizeof(float));
+                        continue;
+                    }
+                    const float* src = xg + (c * p.H + iy) * p.W;
+                    for (index_t j = 0, ix = bb - p.pad_w; j < f.Wq; ++j, ix += f.sw)
+                        d[j] = ix >= 0 && ix < p.W ? src[ix] : 0.0f;
+                }
+            sgemm_rows(false, Kg, cols, CKK, 1.0f, w + g * Kg * CKK, CKK, rows, 0.0f, out, cols);
+            float* yg = y + n * ys + g * Kg * HWo;
+#pragma omp parallel for collapse(2) schedule(static)
+            for (index_t k = 0; k < Kg; ++k)
+                for (index_t oy = 0; oy < p.Ho; ++oy) {
+                    const float* s = out + k * cols + oy * f.Wq;
+                    float* d = yg + k * HWo + oy * p.Wo;
+                    const float bk = b ? b[g * Kg + k] : 0.0f;
+                    if (b)
+                        for (index_t ox = 0; ox < p.Wo; ++ox) d[ox] = s[ox] + bk;
+                    else
+                        std::memcpy(d, s, p.Wo * sizeof(float));
+                }
+        }
+}
+
 // The internal workspace of the calling thread: it only grows.
 thread_local std::vector<float> conv_workspace;
 
@@ -234,7 +461,10 @@ std::size_t conv2d_workspace_size(const Conv2dParams& p) {
     const index_t CKK = p.Cg() * p.kh * p.kw, HWo = p.Ho * p.Wo;
     const index_t nb = chunk_images(p);
     // one image's column buffer, for every group (see groups_side_by_side)
-    if (nb == 1) return std::size_t(p.groups * CKK * HWo);
+    if (nb == 1)
+        return std::max({std::size_t(p.groups * CKK * HWo),
+                         backward_by_phases(p) ? phases_backward_floats(p) : 0,
+                         forward_by_phases(p) ? phases_forward_floats(p) : 0});
     // column buffer + scratch (+ the transposed weights of every group, if
     // backward makes them)
     return std::size_t((CKK + p.Kg()) * nb * HWo +
@@ -245,6 +475,10 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
                     float* workspace) {
     if (conv2d_uses_winograd(p)) {
         winograd_conv2d_forward(p, x, w, b, y, workspace_or_own(p, workspace));
+        return;
+    }
+    if (forward_by_phases(p)) {
+        conv2d_forward_phases(p, x, w, b, y, workspace_or_own(p, workspace));
         return;
     }
     const index_t Cg = p.Cg(), Kg = p.Kg(), CKK = Cg * p.kh * p.kw, HWo = p.Ho * p.Wo;
@@ -317,6 +551,10 @@ void conv2d_backward(const Conv2dParams& p, const float* dy, const float* w, flo
     }
     const index_t Cg = p.Cg(), Kg = p.Kg(), CKK = Cg * p.kh * p.kw, HWo = p.Ho * p.Wo;
     const index_t xs = p.C * p.H * p.W, ys = p.K * HWo;
+    if (backward_by_phases(p)) {
+        conv2d_backward_phases(p, dy, w, dx, workspace_or_own(p, workspace));
+        return;
+    }
     const index_t nbmax = chunk_images(p);
     if (nbmax == 1) {
         const bool pointwise = is_pointwise(p);

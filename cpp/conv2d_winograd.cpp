@@ -24,8 +24,8 @@
 #include <algorithm>
 #include <cstring>
 #include <vector>
-#include <cstdlib>
 
+#include "env_flag.h"
 #include "invert_native/ops.h"
 
 namespace invert_native {
@@ -293,10 +293,7 @@ constexpr index_t kMinChannels = 32;
 constexpr index_t kMinTiles = 96;
 
 bool conv2d_uses_winograd(const Conv2dParams& p) {
-    static const bool off = [] {
-        const char* env = std::getenv("INVERT_NATIVE_NO_WINOGRAD");
-        return env && env[0] && env[0] != '0';
-    }();
+    static const bool off = env_flag("INVERT_NATIVE_NO_WINOGRAD");
     if (off || p.kh != 3 || p.kw != 3 || p.stride_h != 1 || p.stride_w != 1 || p.pad_h > 2 ||
         p.pad_w > 2 || p.Cg() < kMinChannels || p.Kg() < kMinChannels || p.Ho < 2 || p.Wo < 2)
         return false;

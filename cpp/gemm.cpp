@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <vector>
 
+#include "env_flag.h"
+#include "gemm.h"
 #include "gemm_kernel.h"
 #include "invert_native/ops.h"
 
@@ -25,8 +27,8 @@ bool sgemm_avx512_built();
 void sgemm_avx512_gemm_buffers(index_t M, index_t N, index_t K, index_t threads, index_t* a,
                                index_t* b);
 void sgemm_avx512(bool ta, bool tb, index_t M, index_t N, index_t K, float alpha, const float* A,
-                  index_t lda, const float* B, index_t ldb, float beta, float* C, index_t ldc,
-                  index_t threads, float* Ap, float* Bp);
+                  index_t lda, const float* B, index_t ldb, const float* const* brows, float beta,
+                  float* C, index_t ldc, index_t threads, float* Ap, float* Bp);
 
 namespace {
 
@@ -37,8 +39,7 @@ thread_local std::vector<float> buffer_a, buffer_b;
 bool use_avx512() {
     static const bool yes = [] {
         if (!sgemm_avx512_built()) return false;
-        if (const char* env = std::getenv("INVERT_NATIVE_NO_AVX512"))
-            if (env[0] && env[0] != '0') return false;
+        if (env_flag("INVERT_NATIVE_NO_AVX512")) return false;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
         __builtin_cpu_init();
         return bool(__builtin_cpu_supports("avx512f")) && bool(__builtin_cpu_supports("avx512vl")) &&
@@ -56,9 +57,12 @@ bool sgemm_uses_avx512() { return use_avx512(); }
 
 const char* sgemm_kernel_name() { return use_avx512() ? "avx512 12x32" : "avx2 6x16"; }
 
-void sgemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, float alpha,
-           const float* A, index_t lda, const float* B, index_t ldb, float beta, float* C,
-           index_t ldc) {
+namespace {
+
+// sgemm and sgemm_rows: B given as a matrix (brows null) or by row pointers.
+void sgemm_any(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, float alpha,
+               const float* A, index_t lda, const float* B, index_t ldb,
+               const float* const* brows, float beta, float* C, index_t ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         for (index_t i = 0; i < M; ++i)
@@ -77,11 +81,24 @@ void sgemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, float al
     float* Ap = buffer_a.data();  // OpenMP workers use these pointers, not the thread_locals
     float* Bp = buffer_b.data();
     if (wide)
-        sgemm_avx512(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads, Ap,
-                     Bp);
+        sgemm_avx512(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, brows, beta, C, ldc,
+                     threads, Ap, Bp);
     else
-        sgemm_run<8>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads, Ap,
-                     Bp);
+        sgemm_run<8>(trans_a, BSource{B, ldb, trans_b, brows}, M, N, K, alpha, A, lda, beta, C,
+                     ldc, threads, Ap, Bp);
+}
+
+}  // namespace
+
+void sgemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, float alpha,
+           const float* A, index_t lda, const float* B, index_t ldb, float beta, float* C,
+           index_t ldc) {
+    sgemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, nullptr, beta, C, ldc);
+}
+
+void sgemm_rows(bool trans_a, index_t M, index_t N, index_t K, float alpha, const float* A,
+                index_t lda, const float* const* brows, float beta, float* C, index_t ldc) {
+    sgemm_any(trans_a, false, M, N, K, alpha, A, lda, nullptr, 0, brows, beta, C, ldc);
 }
 
 void set_num_threads(int n) {

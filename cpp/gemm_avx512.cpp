@@ -11,9 +11,10 @@ void sgemm_avx512_gemm_buffers(index_t M, index_t N, index_t K, index_t threads,
     gemm_buffer_sizes<16>(M, N, K, threads, a, b);
 }
 void sgemm_avx512(bool ta, bool tb, index_t M, index_t N, index_t K, float alpha, const float* A,
-                  index_t lda, const float* B, index_t ldb, float beta, float* C, index_t ldc,
-                  index_t threads, float* Ap, float* Bp) {
-    sgemm_run<16>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads, Ap, Bp);
+                  index_t lda, const float* B, index_t ldb, const float* const* brows, float beta,
+                  float* C, index_t ldc, index_t threads, float* Ap, float* Bp) {
+    sgemm_run<16>(ta, BSource{B, ldb, tb, brows}, M, N, K, alpha, A, lda, beta, C, ldc, threads,
+                  Ap, Bp);
 }
 #else
 bool sgemm_avx512_built() { return false; }
@@ -21,7 +22,8 @@ void sgemm_avx512_gemm_buffers(index_t, index_t, index_t, index_t, index_t* a, i
     *a = *b = 0;
 }
 void sgemm_avx512(bool, bool, index_t, index_t, index_t, float, const float*, index_t,
-                  const float*, index_t, float, float*, index_t, index_t, float*, float*) {}
+                  const float*, index_t, const float* const*, float, float*, index_t, index_t,
+                  float*, float*) {}
 #endif
 
 }  // namespace invert_native

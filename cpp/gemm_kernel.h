@@ -59,30 +59,45 @@ void pack_a(const float* A, index_t lda, bool trans, index_t i0, index_t mc, ind
     pack_a_panel<MR>(A, lda, trans, i0 + q * MR, mc - q * MR, p0, kc, out);
 }
 
+// Where op(B) comes from: a row-major matrix (B, ldb, trans), or, when rows
+// is set, one pointer per row of B (not transposed): row k is rows[k][0..N).
+// Row pointers let a convolution hand the product shifted views of one padded
+// plane as the rows of its column matrix, which is then never written out
+// (an implicit im2col: see the phase schedule in conv2d.cpp).
+struct BSource {
+    const float* B;
+    index_t ldb;
+    bool trans;
+    const float* const* rows;
+};
+
 // Pack depth [p0, p0+kc) x columns [j0, j0+nc) of op(B) into NR-column panels,
 // each stored k-major: panel[k * NR + c]. Columns past the block are zero.
 template <index_t NR>
-void pack_b_panel(const float* B, index_t ldb, bool trans, index_t p0, index_t kc, index_t jb,
-                  index_t w, float* dst) {
+void pack_b_panel(const BSource& b, index_t p0, index_t kc, index_t jb, index_t w, float* dst) {
     for (index_t k = 0; k < kc; ++k) {
         float* d = dst + k * NR;
-        if (!trans && w == NR) {
-            std::memcpy(d, B + (p0 + k) * ldb + jb, NR * sizeof(float));
+        if (b.trans) {
+            for (index_t c = 0; c < w; ++c) d[c] = at(b.B, b.ldb, true, p0 + k, jb + c);
         } else {
-            for (index_t c = 0; c < w; ++c) d[c] = at(B, ldb, trans, p0 + k, jb + c);
-            for (index_t c = w; c < NR; ++c) d[c] = 0.0f;
+            const float* row = b.rows ? b.rows[p0 + k] + jb : b.B + (p0 + k) * b.ldb + jb;
+            if (w == NR) {
+                std::memcpy(d, row, NR * sizeof(float));
+                continue;
+            }
+            for (index_t c = 0; c < w; ++c) d[c] = row[c];
         }
+        for (index_t c = w; c < NR; ++c) d[c] = 0.0f;
     }
 }
 
 template <index_t NR>
-void pack_b(const float* B, index_t ldb, bool trans, index_t p0, index_t kc, index_t j0,
-            index_t nc, float* out) {
+void pack_b(const BSource& b, index_t p0, index_t kc, index_t j0, index_t nc, float* out) {
     const index_t panels = (nc + NR - 1) / NR;
 #pragma omp for schedule(static)
     for (index_t q = 0; q < panels; ++q) {
         const index_t jb = j0 + q * NR;
-        pack_b_panel<NR>(B, ldb, trans, p0, kc, jb, imin_(NR, j0 + nc - jb), out + q * NR * kc);
+        pack_b_panel<NR>(b, p0, kc, jb, imin_(NR, j0 + nc - jb), out + q * NR * kc);
     }
 }
 
@@ -93,9 +108,23 @@ void pack_b(const float* B, index_t ldb, bool trans, index_t p0, index_t kc, ind
 // spilled a B vector to the stack inside the k loop (about 35 % slower). Its
 // internal linkage still compiles it only with the flags of the file that
 // instantiates it (VW = 16 only in gemm_avx512.cpp).
-template <int VW, bool ROWS>
+// Where the kernel reads row k of its B panel: a packed panel (k * NR floats
+// in), or, for a full panel of B given by row pointers, the rows in place
+// (rows[k] + j): no copy, and the row panels of the block reuse it from L1.
+template <index_t NR>
+struct PackedPanel {
+    const float* p;
+    const float* row(index_t k) const { return p + k * NR; }
+};
+struct RowsPanel {
+    const float* const* rows;
+    index_t j;
+    const float* row(index_t k) const { return rows[k] + j; }
+};
+
+template <int VW, bool ROWS, class Panel>
 __attribute__((noinline)) void micro_kernel(index_t kc, const float* Ap,
-                                                        index_t as, const float* Bp, float* C, index_t ldc,
+                                                        index_t as, Panel Bp, float* C, index_t ldc,
                                                         index_t mr, index_t nr, float alpha,
                                                         float beta) {
     typedef float vec __attribute__((vector_size(VW * 4), aligned(4)));
@@ -107,15 +136,16 @@ __attribute__((noinline)) void micro_kernel(index_t kc, const float* Ap,
         // A last column panel at most half full (e.g. 169 = 5*32 + 9 columns
         // of a 13x13 conv): skip the empty half of the tile.
         for (index_t k = 0; k < kc; ++k) {
-            const vec b0 = *reinterpret_cast<const vec*>(Bp + k * NR);
+            const vec b0 = *reinterpret_cast<const vec*>(Bp.row(k));
 #pragma GCC unroll 12
             for (index_t r = 0; r < MR; ++r)
                 acc[r][0] += (ROWS ? Ap[r * as + k] : Ap[k * as + r]) * b0;
         }
     } else {
         for (index_t k = 0; k < kc; ++k) {
-            const vec b0 = *reinterpret_cast<const vec*>(Bp + k * NR);
-            const vec b1 = *reinterpret_cast<const vec*>(Bp + k * NR + VW);
+            const float* bk = Bp.row(k);
+            const vec b0 = *reinterpret_cast<const vec*>(bk);
+            const vec b1 = *reinterpret_cast<const vec*>(bk + VW);
 #pragma GCC unroll 12
             for (index_t r = 0; r < MR; ++r) {
                 const float a = ROWS ? Ap[r * as + k] : Ap[k * as + r];
@@ -156,12 +186,11 @@ __attribute__((noinline)) void micro_kernel(index_t kc, const float* Ap,
 // each MC x KC block of A (read in place, see pack_a), all threads share the
 // register tiles of the block. Each C element is written by one thread.
 template <int VW>
-__attribute__((always_inline)) inline void sgemm_blocked(bool trans_a, bool trans_b, index_t M,
-                                                         index_t N, index_t K, float alpha,
-                                                         const float* A, index_t lda,
-                                                         const float* B, index_t ldb, float beta,
-                                                         float* C, index_t ldc, float* Ap,
-                                                         float* Bp) {
+__attribute__((always_inline)) inline void sgemm_blocked(bool trans_a, const BSource& bsrc,
+                                                         index_t M, index_t N, index_t K,
+                                                         float alpha, const float* A, index_t lda,
+                                                         float beta, float* C, index_t ldc,
+                                                         float* Ap, float* Bp) {
     using T = Tile<VW>;
     constexpr index_t MR = T::MR, NR = T::NR, MC = T::MC, KC = T::KC, NC = T::NC;
 
@@ -172,7 +201,7 @@ __attribute__((always_inline)) inline void sgemm_blocked(bool trans_a, bool tran
         for (index_t p0 = 0; p0 < K; p0 += KC) {
             const index_t kc = imin_(KC, K - p0);
             const float beta_k = p0 == 0 ? beta : 1.0f;
-            pack_b<NR>(B, ldb, trans_b, p0, kc, j0, nc, Bp);  // ends with a barrier
+            pack_b<NR>(bsrc, p0, kc, j0, nc, Bp);  // ends with a barrier
             for (index_t i0 = 0; i0 < M; i0 += MC) {
                 const index_t mc = imin_(MC, M - i0);
                 const index_t mpanels = (mc + MR - 1) / MR;
@@ -183,7 +212,7 @@ __attribute__((always_inline)) inline void sgemm_blocked(bool trans_a, bool tran
                         const index_t i = i0 + iq * MR, j = j0 + jq * NR;
                         const index_t mr = imin_(MR, M - i), nr = imin_(NR, N - j);
                         float* c = C + i * ldc + j;
-                        const float* bp = Bp + jq * NR * kc;
+                        const PackedPanel<NR> bp{Bp + jq * NR * kc};
                         if (i + MR > i0 + mc)  // the packed partial panel
                             micro_kernel<VW, false>(kc, Ap, MR, bp, c, ldc, mr, nr, alpha, beta_k);
                         else if (trans_a)
@@ -235,11 +264,10 @@ void pack_at_panel(const float* A, index_t lda, index_t i, index_t p0, index_t k
 // Ap: MR*KC floats per thread, Bp: kChunkPanels*NR*KC floats per thread, for
 // `threads` threads.
 template <int VW>
-__attribute__((always_inline)) inline void sgemm_columns(bool trans_a, bool trans_b, index_t M,
-                                                         index_t N, index_t K, float alpha,
-                                                         const float* A, index_t lda,
-                                                         const float* B, index_t ldb, float beta,
-                                                         float* C, index_t ldc,
+__attribute__((always_inline)) inline void sgemm_columns(bool trans_a, const BSource& bsrc,
+                                                         index_t M, index_t N, index_t K,
+                                                         float alpha, const float* A, index_t lda,
+                                                         float beta, float* C, index_t ldc,
                                                          index_t threads, bool by_rows,
                                                          float* Ap, float* Bp) {
     using T = Tile<VW>;
@@ -277,9 +305,9 @@ __attribute__((always_inline)) inline void sgemm_columns(bool trans_a, bool tran
                 const index_t kc = imin_(KC, K - p0);
                 const float beta_k = p0 == 0 ? beta : 1.0f;
                 for (index_t q = pq0; q < pq1; ++q) {
-                    const index_t jb = j0 + q * NR;
-                    pack_b_panel<NR>(B, ldb, trans_b, p0, kc, jb, imin_(NR, j0 + nc - jb),
-                                     bp + q * NR * kc);
+                    const index_t jb = j0 + q * NR, w = imin_(NR, j0 + nc - jb);
+                    if (bsrc.rows && w == NR) continue;  // the kernel reads the rows in place
+                    pack_b_panel<NR>(bsrc, p0, kc, jb, w, bp + q * NR * kc);
                 }
                 for (index_t iq = r_begin; iq < r_end; ++iq) {
                     const index_t i = iq * MR, mr = imin_(MR, M - i);
@@ -293,15 +321,21 @@ __attribute__((always_inline)) inline void sgemm_columns(bool trans_a, bool tran
                     for (index_t q = qs; q < qe; ++q) {
                         const index_t j = j0 + q * NR, nr = imin_(NR, N - j);
                         float* c = C + i * ldc + j;
-                        const float* b = bp + q * NR * kc;
-                        if (packed)
-                            micro_kernel<VW, false>(kc, ap, MR, b, c, ldc, mr, nr, alpha, beta_k);
-                        else if (trans_a)
-                            micro_kernel<VW, false>(kc, A + p0 * lda + i, lda, b, c, ldc, mr, nr,
-                                                    alpha, beta_k);
+                        auto tile = [&](auto b) {
+                            if (packed)
+                                micro_kernel<VW, false>(kc, ap, MR, b, c, ldc, mr, nr, alpha,
+                                                        beta_k);
+                            else if (trans_a)
+                                micro_kernel<VW, false>(kc, A + p0 * lda + i, lda, b, c, ldc, mr,
+                                                        nr, alpha, beta_k);
+                            else
+                                micro_kernel<VW, true>(kc, A + i * lda + p0, lda, b, c, ldc, mr,
+                                                       nr, alpha, beta_k);
+                        };
+                        if (bsrc.rows && nr == NR)
+                            tile(RowsPanel{bsrc.rows + p0, j});
                         else
-                            micro_kernel<VW, true>(kc, A + i * lda + p0, lda, b, c, ldc, mr, nr,
-                                                   alpha, beta_k);
+                            tile(PackedPanel<NR>{bp + q * NR * kc});
                     }
                 }
             }
@@ -346,18 +380,17 @@ void gemm_buffer_sizes(index_t M, index_t N, index_t K, index_t threads, index_t
 
 // The product, by whichever loop nest suits it.
 template <int VW>
-__attribute__((always_inline)) inline void sgemm_run(bool trans_a, bool trans_b, index_t M,
+__attribute__((always_inline)) inline void sgemm_run(bool trans_a, const BSource& bsrc, index_t M,
                                                      index_t N, index_t K, float alpha,
-                                                     const float* A, index_t lda, const float* B,
-                                                     index_t ldb, float beta, float* C,
-                                                     index_t ldc, index_t threads, float* Ap,
-                                                     float* Bp) {
+                                                     const float* A, index_t lda, float beta,
+                                                     float* C, index_t ldc, index_t threads,
+                                                     float* Ap, float* Bp) {
     const Nest nest = choose_nest<VW>(M, N, threads);
     if (nest != Nest::blocked)
-        sgemm_columns<VW>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads,
+        sgemm_columns<VW>(trans_a, bsrc, M, N, K, alpha, A, lda, beta, C, ldc, threads,
                           nest == Nest::rows, Ap, Bp);
     else
-        sgemm_blocked<VW>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, Ap, Bp);
+        sgemm_blocked<VW>(trans_a, bsrc, M, N, K, alpha, A, lda, beta, C, ldc, Ap, Bp);
 }
 
 }  // namespace

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -112,7 +115,24 @@ CAFFENET = [
     ("conv3-batch8", 8, 256, 13, 13, 384, (3, 3), 1, 1, 1, True),
 ]
 
-ALL = CASES + CAFFENET
+# Strided kernels with at least 1024 outputs an image run by phases (conv2d.cpp): forward on
+# the input's phase planes, backward (when zero taps add at most a third) on the padded dy,
+# each through SGEMMs on row pointers. Shapes around the rule's edges.
+PHASES = [
+    ("phases-conv1-batch2", 2, 3, 227, 227, 96, (11, 11), 4, 0, 1, True),
+    ("phases-7x7-stride2-pad3-groups2", 1, 4, 130, 125, 6, (7, 7), 2, 3, 2, False),
+    ("phases-kernel-equals-stride", 1, 3, 128, 128, 8, (4, 4), 4, 1, 1, True),
+    ("phases-2x2-stride2-wide", 1, 2, 70, 300, 3, (2, 2), 2, 0, 1, True),
+    ("phases-rows-only", 2, 2, 100, 100, 3, (5, 3), (3, 1), (4, 0), 1, True),
+    ("phases-columns-only", 1, 1, 97, 101, 2, (1, 3), (1, 2), (0, 1), 1, False),
+    ("phases-6x6-stride3-pad5-groups2", 1, 2, 131, 129, 4, (6, 6), 3, 5, 2, True),
+    ("phases-pad-beyond-kernel", 1, 1, 64, 64, 2, (4, 4), 2, 5, 1, True),
+    # forward by phases, backward by im2col (too many zero taps: 15 of 24, 4 of 16)
+    ("phases-forward-only-anisotropic", 1, 2, 100, 200, 4, (3, 5), (2, 3), (1, 2), 1, True),
+    ("phases-forward-only-stride-gt-kernel", 1, 2, 140, 140, 2, (2, 2), 4, 3, 1, True),
+]
+
+ALL = CASES + CAFFENET + PHASES
 
 
 def make(rng, case):
@@ -202,8 +222,8 @@ def test_repeated_calls_reuse_workspace_safely(rng):
     np.testing.assert_array_equal(ops.conv2d_forward(*big), y_big)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[16], CAFFENET[1], CAFFENET[4]],
-                         ids=lambda c: c[0])
+@pytest.mark.parametrize("case", [CASES[1], CASES[16], CAFFENET[0], CAFFENET[1], CAFFENET[4],
+                                  PHASES[1]], ids=lambda c: c[0])
 def test_results_do_not_depend_on_thread_count(rng, case):
     # conv2 and conv4 (2 groups) at 2 threads run their groups side by side, at 1 and 3 not
     x, w, b, stride, padding, groups = make(rng, case)
@@ -271,3 +291,32 @@ def test_a_batch_computes_each_image_as_alone(rng, case):
         same(y[n:n + 1], ops.conv2d_forward(x[n:n + 1], w, b, stride, padding, groups))
         same(dx[n:n + 1], ops.conv2d_backward(dy[n:n + 1], w, x[n:n + 1].shape, stride, padding,
                                               groups))
+
+def test_phases_switch_off_gives_the_im2col_path(tmp_path):
+    """INVERT_NATIVE_NO_PHASES=1 (read at the first call) sends conv1 through im2col. Forward
+    reads the same column matrix in the same order either way: the same bits. Backward sums
+    in a different order (no col2im, zero taps): it differs in the last bits, and both match
+    float64."""
+    script = (
+        "import sys, numpy as np; from invert_native import ops\n"
+        "r = np.random.default_rng(7)\n"
+        "x = r.standard_normal((1, 3, 227, 227)).astype(np.float32)\n"
+        "w = (r.standard_normal((96, 3, 11, 11)) / 19).astype(np.float32)\n"
+        "y = ops.conv2d_forward(x, w, None, 4, 0, 1)\n"
+        "dy = r.standard_normal(y.shape).astype(np.float32)\n"
+        "np.savez(sys.argv[1], x=x, w=w, dy=dy, y=y, dx=ops.conv2d_backward(dy, w, x.shape, 4, 0, 1))\n")
+    out = {}
+    for off in ("0", "1"):
+        env = dict(os.environ, INVERT_NATIVE_NO_PHASES=off)
+        path = tmp_path / f"off{off}.npz"
+        subprocess.run([sys.executable, "-c", script, str(path)], env=env, capture_output=True,
+                       text=True, timeout=300, check=True)
+        out[off] = np.load(path)
+    x, w, dy = out["0"]["x"], out["0"]["w"], out["0"]["dy"]
+    y_ref = ref_conv2d_forward(x, w, None, 4, 0, 1)
+    dx_ref = ref_conv2d_backward(dy, w, x.shape, 4, 0, 1)
+    for off in ("0", "1"):
+        assert_close(out[off]["y"], y_ref, what=f"y, NO_PHASES={off}")
+        assert_close(out[off]["dx"], dx_ref, what=f"dx, NO_PHASES={off}")
+    np.testing.assert_array_equal(out["0"]["y"], out["1"]["y"])
+    assert not np.array_equal(out["0"]["dx"], out["1"]["dx"])
