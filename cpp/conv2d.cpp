@@ -5,7 +5,9 @@
 // conv3-conv5 with 2 or more restarts). Strided layers with large outputs
 // (CaffeNet conv1) run by phases: SGEMMs on row pointers into the input's
 // phase planes, or into the padded dy, with no column buffer and no col2im
-// (see "Strided convolutions by phases" below). Everything else as follows.
+// (see "Strided convolutions by phases" below); so does the forward of a
+// batch through a stride-1 layer of >= 512 row-padded outputs (CaffeNet conv2
+// with restarts). Everything else as follows.
 //
 // Schedule: per group, im2col into a column buffer [Cg*kh*kw, nb*Ho*Wo] for a
 // chunk of nb images (column n*Ho*Wo + hw holds image n) and one SGEMM;
@@ -381,11 +383,25 @@ PhasesFwd phases_fwd_of(const Conv2dParams& p) {
     return f;
 }
 
+// Stride-1 forward takes the same implicit product (one phase, W_g as stored)
+// only for a batch of images with at least kStride1MinColumns columns a
+// row-padded image (CaffeNet conv2 with restarts: 27 x 31): per image, it was
+// 5 % faster there than the chunked im2col; backward by rows was 4 % slower,
+// and one image no faster. Smaller outputs (13x13: products of 195 columns)
+// stay with the chunked SGEMM, which multiplies several images at once.
+constexpr index_t kStride1MinColumns = 512;
+
+bool stride1_forward_by_rows(const Conv2dParams& p) {
+    return p.N >= 2 && !is_pointwise(p) && p.Ho * (p.Wo + p.kw - 1) >= kStride1MinColumns;
+}
+
 // Strided kernels with a large output (conv1): the rule of backward_by_phases
-// without its limit on zero taps, which forward does not compute.
+// without its limit on zero taps, which forward does not compute; or
+// stride1_forward_by_rows.
 bool forward_by_phases(const Conv2dParams& p) {
     if (phases_off()) return false;
-    return (p.stride_h > 1 || p.stride_w > 1) && p.Ho * p.Wo >= kChunkMaxColumns;
+    if (p.stride_h == 1 && p.stride_w == 1) return stride1_forward_by_rows(p);
+    return p.Ho * p.Wo >= kChunkMaxColumns;
 }
 
 std::size_t phases_forward_floats(const Conv2dParams& p) {
@@ -458,17 +474,18 @@ float* workspace_or_own(const Conv2dParams& p, float* workspace) {
 std::size_t conv2d_workspace_size(const Conv2dParams& p) {
     if (conv2d_uses_winograd(p)) return winograd_workspace_size(p);
     if (is_pointwise(p)) return 0;
+    const bool fwd = forward_by_phases(p), bwd = backward_by_phases(p);
+    const std::size_t phases = std::max(fwd ? phases_forward_floats(p) : 0,
+                                        bwd ? phases_backward_floats(p) : 0);
+    if (fwd && bwd) return phases;
     const index_t CKK = p.Cg() * p.kh * p.kw, HWo = p.Ho * p.Wo;
     const index_t nb = chunk_images(p);
     // one image's column buffer, for every group (see groups_side_by_side)
-    if (nb == 1)
-        return std::max({std::size_t(p.groups * CKK * HWo),
-                         backward_by_phases(p) ? phases_backward_floats(p) : 0,
-                         forward_by_phases(p) ? phases_forward_floats(p) : 0});
+    if (nb == 1) return std::max(std::size_t(p.groups * CKK * HWo), phases);
     // column buffer + scratch (+ the transposed weights of every group, if
     // backward makes them)
-    return std::size_t((CKK + p.Kg()) * nb * HWo +
-                       (transpose_in_backward(p, nb) ? CKK * p.K : 0));
+    return std::max(phases, std::size_t((CKK + p.Kg()) * nb * HWo +
+                                        (transpose_in_backward(p, nb) ? CKK * p.K : 0)));
 }
 
 void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,

@@ -117,7 +117,8 @@ CAFFENET = [
 
 # Strided kernels with at least 1024 outputs an image run by phases (conv2d.cpp): forward on
 # the input's phase planes, backward (when zero taps add at most a third) on the padded dy,
-# each through SGEMMs on row pointers. Shapes around the rule's edges.
+# each through SGEMMs on row pointers; so does a batch's stride-1 forward. Shapes around the
+# rules' edges.
 PHASES = [
     ("phases-conv1-batch2", 2, 3, 227, 227, 96, (11, 11), 4, 0, 1, True),
     ("phases-7x7-stride2-pad3-groups2", 1, 4, 130, 125, 6, (7, 7), 2, 3, 2, False),
@@ -127,6 +128,11 @@ PHASES = [
     ("phases-columns-only", 1, 1, 97, 101, 2, (1, 3), (1, 2), (0, 1), 1, False),
     ("phases-6x6-stride3-pad5-groups2", 1, 2, 131, 129, 4, (6, 6), 3, 5, 2, True),
     ("phases-pad-beyond-kernel", 1, 1, 64, 64, 2, (4, 4), 2, 5, 1, True),
+    # stride 1, a batch of >= 512 row-padded outputs an image: forward on shifted rows of
+    # the padded input (the same bits as im2col), backward by im2col
+    ("rows-stride1-5x5-batch3-groups2", 3, 6, 30, 28, 8, (5, 5), 1, 2, 2, True),
+    ("rows-stride1-3x3-batch2", 2, 4, 40, 40, 6, (3, 3), 1, 1, 1, False),
+    ("rows-stride1-anisotropic-batch2", 2, 3, 33, 20, 4, (3, 5), 1, (0, 2), 1, True),
     # forward by phases, backward by im2col (too many zero taps: 15 of 24, 4 of 16)
     ("phases-forward-only-anisotropic", 1, 2, 100, 200, 4, (3, 5), (2, 3), (1, 2), 1, True),
     ("phases-forward-only-stride-gt-kernel", 1, 2, 140, 140, 2, (2, 2), 4, 3, 1, True),
