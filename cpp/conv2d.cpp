@@ -243,8 +243,17 @@ bool phases_off() {
     return off;
 }
 
-struct Phases {
-    index_t sh, sw, Ph, Qw;  // strides; taps per phase along each axis (the most)
+// Strides and taps per phase along each axis (the most), for both directions.
+struct PhaseTaps {
+    index_t sh, sw, Ph, Qw;
+};
+
+PhaseTaps phase_taps(const Conv2dParams& p) {
+    return {p.stride_h, p.stride_w, (p.kh + p.stride_h - 1) / p.stride_h,
+            (p.kw + p.stride_w - 1) / p.stride_w};
+}
+
+struct Phases : PhaseTaps {
     index_t M, Kp;           // product rows (c, a, b) and depth (k, p, q)
     index_t t0, Tt, s0, Tw;  // the phase grid: rows [t0, t0 + Tt), columns [s0, s0 + Tw)
     index_t Rp, Wq;          // padded dy plane: Rp rows of Wq floats
@@ -254,10 +263,7 @@ struct Phases {
 
 Phases phases_of(const Conv2dParams& p) {
     Phases q;
-    q.sh = p.stride_h;
-    q.sw = p.stride_w;
-    q.Ph = (p.kh + q.sh - 1) / q.sh;
-    q.Qw = (p.kw + q.sw - 1) / q.sw;
+    static_cast<PhaseTaps&>(q) = phase_taps(p);
     q.M = p.Cg() * q.sh * q.sw;
     q.Kp = p.Kg() * q.Ph * q.Qw;
     q.t0 = p.pad_h / q.sh;
@@ -367,17 +373,14 @@ void conv2d_backward_phases(const Conv2dParams& p, const float* dy, const float*
 // W_g as it is stored, over Ho rows of Wq = Wo + Qw - 1 columns, and the
 // Qw - 1 extra columns of each row are dropped when the bias is added. The
 // products see im2col's column matrix in the same order: the same bits.
-struct PhasesFwd {
-    index_t sh, sw, Ph, Qw, Ri, Wq;  // planes of Ri = Ho + Ph - 1 rows of Wq floats
+struct PhasesFwd : PhaseTaps {
+    index_t Ri, Wq;  // planes of Ri = Ho + Ph - 1 rows of Wq floats
     index_t plane() const { return Ri * Wq; }
 };
 
 PhasesFwd phases_fwd_of(const Conv2dParams& p) {
     PhasesFwd f;
-    f.sh = p.stride_h;
-    f.sw = p.stride_w;
-    f.Ph = (p.kh + f.sh - 1) / f.sh;
-    f.Qw = (p.kw + f.sw - 1) / f.sw;
+    static_cast<PhaseTaps&>(f) = phase_taps(p);
     f.Ri = p.Ho + f.Ph - 1;
     f.Wq = p.Wo + f.Qw - 1;
     return f;
