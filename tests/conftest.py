@@ -30,6 +30,7 @@ import importlib
 import os
 import shutil
 import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -39,6 +40,20 @@ import invert_native
 
 RTOL = 1e-4
 ATOL = 1e-6
+
+
+def run_python(script: str, *args, env: dict | None = None) -> str:
+    """Run ``script`` in a fresh interpreter (the core reads its environment switches once per
+    process) with ``args`` and the environment changed by ``env`` (None removes a variable);
+    return its stdout. A non-zero exit fails the calling test."""
+    e = dict(os.environ)
+    for k, v in (env or {}).items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = v
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], env=e,
+                          capture_output=True, text=True, timeout=300, check=True).stdout
 
 
 def assert_close(got, ref, rtol: float = RTOL, atol: float = ATOL, what: str = "result"):

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
 
 import invert_native
-from conftest import assert_close, f32, require
+from conftest import assert_close, f32, require, run_python
 from invert_native import ops
 
 
@@ -313,10 +310,8 @@ def test_phases_switch_off_gives_the_im2col_path(tmp_path):
         "np.savez(sys.argv[1], x=x, w=w, dy=dy, y=y, dx=ops.conv2d_backward(dy, w, x.shape, 4, 0, 1))\n")
     out = {}
     for off in ("0", "1"):
-        env = dict(os.environ, INVERT_NATIVE_NO_PHASES=off)
         path = tmp_path / f"off{off}.npz"
-        subprocess.run([sys.executable, "-c", script, str(path)], env=env, capture_output=True,
-                       text=True, timeout=300, check=True)
+        run_python(script, path, env={"INVERT_NATIVE_NO_PHASES": off})
         out[off] = np.load(path)
     x, w, dy = out["0"]["x"], out["0"]["w"], out["0"]["dy"]
     y_ref = ref_conv2d_forward(x, w, None, 4, 0, 1)

@@ -4,15 +4,11 @@ PyTorch autograd, its filter-transform cache against weights changed in place, a
 determinism."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import invert_native
-from conftest import assert_close, f32, require
+from conftest import assert_close, f32, require, run_python
 from invert_native import ops
 from test_conv2d import ref_conv2d_backward, ref_conv2d_forward, uses_winograd
 
@@ -128,8 +124,5 @@ def test_switch_off_gives_the_im2col_path(rng):
         "print(int(np.array_equal(y, alone)))\n")
     res = {}
     for off in ("0", "1"):
-        env = dict(os.environ, INVERT_NATIVE_NO_WINOGRAD=off)
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                              text=True, timeout=300, check=True)
-        res[off] = done.stdout.strip()
+        res[off] = run_python(script, env={"INVERT_NATIVE_NO_WINOGRAD": off}).strip()
     assert res == {"0": "0", "1": "1"}

@@ -3,11 +3,9 @@ when it lacks it or INVERT_NATIVE_NO_AVX512=1 forces it (a fresh process, since 
 is made once). Both against float64 NumPy; backward bit-identical between them (its sums
 have no lane reductions), forward within float32 rounding."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
+from conftest import run_python
 
 SCRIPT = r"""
 import json, sys
@@ -29,13 +27,8 @@ json.dump(out, sys.stdout)
 
 
 def run(no_avx512):
-    env = dict(os.environ)
-    env.pop("INVERT_NATIVE_NO_AVX512", None)
-    if no_avx512:
-        env["INVERT_NATIVE_NO_AVX512"] = "1"
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300, check=True)
-    return json.loads(done.stdout)
+    env = {"INVERT_NATIVE_NO_AVX512": "1" if no_avx512 else None}
+    return json.loads(run_python(SCRIPT, env=env))
 
 
 def test_avx2_and_avx512_kernels_agree_with_numpy():
