@@ -229,13 +229,22 @@ void transpose_weights(const Conv2dParams& p, const float* w, float* wt) {
 // tap u. Split rows into phases r + pad = s*t + a (a in [0, s)): a tap
 // u = s*p + a links dx row (t, a) to dy row t - p, so within one phase the
 // backward is a stride-1 correlation of dy with taps p < Ph = ceil(kh / s).
-// One SGEMM does every phase at once: rows (c, a, b) of A hold
-// W[k, c, s_h*p + a, s_w*q + b] at depth (k, p, q) (zero where the tap falls
-// outside the kernel), and row (k, p, q) of the column matrix is dy_k, padded
-// and shifted by (p, q): a view of one padded plane (sgemm_rows), so the
-// column matrix is never written. Each dx element is then read from one
-// element of the product, with no col2im sums. The products include the zero
-// taps (conv1: 144 for 121) and each padded row's Qw - 1 extra columns.
+// One SGEMM does every phase at once: the rows of A are the phases (c, a, b),
+// holding W[k, c, s_h*p + a, s_w*q + b] at depth (tap pair (p, q), k) (zero
+// where the tap falls outside the kernel), and row ((p, q), k) of the column
+// matrix is dy_k, padded and shifted by (p, q): a view of one padded plane
+// (sgemm_rows), so the column matrix is never written. Each dx element is
+// then read from one element of the product, with no col2im sums.
+//
+// Zero taps: phase a has Ph taps along the rows or, past the kernel's end,
+// Ph - 1 (conv1: 3, 3, 3, 2 for 11 taps at stride 4), and likewise along
+// the columns. The tap pairs are ordered so that the nonzero pairs of every
+// phase are one contiguous range of depth (PhaseLayout), and the phases are
+// ordered by which range they have, so that the product can skip the zero
+// depths of a row panel (sgemm_rows' depth ranges). conv1 still multiplies
+// 132 taps for its 121 (144 without the ranges): the register tile's 12 rows
+// do not split its 48 phases into pure classes. The product also includes
+// each padded row's Qw - 1 extra columns.
 
 // INVERT_NATIVE_NO_PHASES=1 sends strided convolutions through im2col (read once).
 bool phases_off() {
@@ -286,6 +295,79 @@ bool backward_by_phases(const Conv2dParams& p) {
     return 4 * p.kh * p.kw >= 3 * q.sh * q.Ph * q.sw * q.Qw;
 }
 
+// The backward product by row panels. Phase a has Ph taps along the rows or,
+// where its last one falls past the kernel, Ph - 1 (conv1: 3, 3, 3, 2 for 11
+// taps at stride 4); likewise along the columns. Phases are ordered full,
+// short rows, short both, short columns (each class in (c, a, b) order), cut
+// into the SGEMM's register-tile panels of rows, and each panel takes only
+// the tap pairs (p, q) some row of it needs; consecutive panels that need the
+// same pairs form one SGEMM (conv1 on AVX-512: 36 rows with all 9 pairs, 12
+// rows with 6). A call's depth runs over (k, pair), pairs in (p, q) order, so
+// consecutive rows of its column matrix are shifts within one dy plane and
+// share cache lines (a pair-major order measured ~10 % slower).
+struct PhaseCall {
+    index_t row0, rows;    // product rows [row0, row0 + rows)
+    index_t pair0, pairs;  // its tap pairs: pair_p / pair_q [pair0, pair0 + pairs)
+};
+struct PhaseLayout {
+    std::vector<index_t> phase_of;        // product row -> phase (c * sh + a) * sw + b
+    std::vector<index_t> row_of;          // phase -> product row
+    std::vector<index_t> pair_p, pair_q;  // the calls' tap pairs, call after call
+    std::vector<PhaseCall> calls;
+    index_t a_floats = 0, row_ptrs = 0;   // A blocks and row pointers of all calls, per group
+    index_t key[8] = {};                  // what it was built for (kept while that holds)
+};
+
+// Taps of phase a along one axis: those of s*t + a < k, t < T.
+inline index_t phase_tap_count(index_t k, index_t s, index_t T, index_t a) {
+    return std::min(T, a < k ? (k - a + s - 1) / s : index_t(0));
+}
+
+void phase_layout(const Conv2dParams& p, const Phases& q, index_t panel, PhaseLayout& L) {
+    const index_t key[8] = {p.kh, p.kw, q.sh, q.sw, q.Ph, q.Qw, q.M, p.Kg() * 4096 + panel};
+    if (!L.calls.empty() && std::equal(key, key + 8, L.key)) return;
+    std::copy(key, key + 8, L.key);
+    L.phase_of.clear();
+    for (int cls = 0; cls < 4; ++cls)  // full, short rows, short both, short columns
+        for (index_t ph = 0; ph < q.M; ++ph) {
+            const bool sh = phase_tap_count(p.kh, q.sh, q.Ph, ph / q.sw % q.sh) < q.Ph;
+            const bool sw = phase_tap_count(p.kw, q.sw, q.Qw, ph % q.sw) < q.Qw;
+            if ((sh ? (sw ? 2 : 1) : (sw ? 3 : 0)) == cls) L.phase_of.push_back(ph);
+        }
+    L.row_of.assign(q.M, 0);
+    for (index_t r = 0; r < q.M; ++r) L.row_of[L.phase_of[r]] = r;
+    L.pair_p.clear();
+    L.pair_q.clear();
+    L.calls.clear();
+    L.a_floats = L.row_ptrs = 0;
+    std::vector<unsigned char> need(q.Ph * q.Qw), prev;
+    for (index_t r0 = 0; r0 < q.M; r0 += panel) {
+        const index_t r1 = std::min(q.M, r0 + panel);
+        std::fill(need.begin(), need.end(), 0);
+        for (index_t r = r0; r < r1; ++r) {
+            const index_t ph = L.phase_of[r];
+            const index_t ta = phase_tap_count(p.kh, q.sh, q.Ph, ph / q.sw % q.sh);
+            const index_t tb = phase_tap_count(p.kw, q.sw, q.Qw, ph % q.sw);
+            for (index_t pp = 0; pp < ta; ++pp)
+                for (index_t qq = 0; qq < tb; ++qq) need[pp * q.Qw + qq] = 1;
+        }
+        if (!L.calls.empty() && need == prev) {
+            L.calls.back().rows = r1 - L.calls.back().row0;
+            continue;
+        }
+        PhaseCall c{r0, r1 - r0, index_t(L.pair_p.size()), 0};
+        for (index_t pp = 0; pp < q.Ph; ++pp)
+            for (index_t qq = 0; qq < q.Qw; ++qq)
+                if (need[pp * q.Qw + qq]) L.pair_p.push_back(pp), L.pair_q.push_back(qq), ++c.pairs;
+        L.calls.push_back(c);
+        prev = need;
+    }
+    for (const PhaseCall& c : L.calls) {
+        L.a_floats += c.rows * c.pairs * p.Kg();
+        L.row_ptrs += c.pairs * p.Kg();
+    }
+}
+
 std::size_t phases_backward_floats(const Conv2dParams& p) {
     const Phases q = phases_of(p);
     return std::size_t(p.groups * q.M * q.Kp + p.Kg() * q.plane() + q.Qw + q.M * q.cols());
@@ -293,36 +375,54 @@ std::size_t phases_backward_floats(const Conv2dParams& p) {
 
 // The row pointers of the implicit column matrix, per calling thread.
 thread_local std::vector<const float*> phase_rows;
+thread_local PhaseLayout phase_layout_cache;
 
 void conv2d_backward_phases(const Conv2dParams& p, const float* dy, const float* w, float* dx,
                             float* ws) {
     const Phases q = phases_of(p);
     const index_t Cg = p.Cg(), Kg = p.Kg(), KK = p.kh * p.kw, HWo = p.Ho * p.Wo;
     const index_t xs = p.C * p.H * p.W, ys = p.K * HWo, cols = q.cols();
-    float* A = ws;                              // [groups][M, Kp]
+    PhaseLayout& L = phase_layout_cache;
+    phase_layout(p, q, sgemm_row_panel(), L);
+    const index_t ncalls = index_t(L.calls.size());
+    const PhaseCall* calls = L.calls.data();
+    const index_t *pair_p = L.pair_p.data(), *pair_q = L.pair_q.data();
+    const index_t *row_of = L.row_of.data(), *phase_of = L.phase_of.data();
+    float* A = ws;                              // [groups][calls][rows, Kg * pairs]
     float* dyp = A + p.groups * q.M * q.Kp;     // [Kg][Rp, Wq] + Qw floats of tail
     float* out = dyp + Kg * q.plane() + q.Qw;   // [M, Tt*Wq]
+    // A of each call: row r at depth (k, j) holds the weight of pair j's tap
+    // (zero past the kernel), k-major as the row pointers below.
 #pragma omp parallel for collapse(2) schedule(static)
     for (index_t g = 0; g < p.groups; ++g)
         for (index_t row = 0; row < q.M; ++row) {
-            const index_t c = row / (q.sh * q.sw), a = row / q.sw % q.sh, b = row % q.sw;
-            float* ar = A + (g * q.M + row) * q.Kp;
-            for (index_t k = 0; k < Kg; ++k)
-                for (index_t pp = 0; pp < q.Ph; ++pp)
-                    for (index_t qq = 0; qq < q.Qw; ++qq) {
-                        const index_t u = q.sh * pp + a, v = q.sw * qq + b;
-                        ar[(k * q.Ph + pp) * q.Qw + qq] =
-                            u < p.kh && v < p.kw ? w[((g * Kg + k) * Cg + c) * KK + u * p.kw + v]
-                                                 : 0.0f;
-                    }
+            index_t ci = 0, off = g * L.a_floats;
+            while (row >= calls[ci].row0 + calls[ci].rows)
+                off += calls[ci].rows * calls[ci].pairs * Kg, ++ci;
+            const PhaseCall& cl = calls[ci];
+            const index_t ph = phase_of[row];
+            const index_t c = ph / (q.sh * q.sw), a = ph / q.sw % q.sh, b = ph % q.sw;
+            float* ar = A + off + (row - cl.row0) * cl.pairs * Kg;
+            for (index_t j = 0; j < cl.pairs; ++j) {
+                const index_t u = q.sh * pair_p[cl.pair0 + j] + a;
+                const index_t v = q.sw * pair_q[cl.pair0 + j] + b;
+                if (u >= p.kh || v >= p.kw) {
+                    for (index_t k = 0; k < Kg; ++k) ar[k * cl.pairs + j] = 0.0f;
+                    continue;
+                }
+                const float* src = w + (g * Kg * Cg + c) * KK + u * p.kw + v;
+                for (index_t k = 0; k < Kg; ++k) ar[k * cl.pairs + j] = src[k * Cg * KK];
+            }
         }
-    if (phase_rows.size() < std::size_t(q.Kp)) phase_rows.resize(q.Kp);
+    if (phase_rows.size() < std::size_t(L.row_ptrs)) phase_rows.resize(L.row_ptrs);
     const float** rows = phase_rows.data();
-    for (index_t k = 0; k < Kg; ++k)
-        for (index_t pp = 0; pp < q.Ph; ++pp)
-            for (index_t qq = 0; qq < q.Qw; ++qq)
-                rows[(k * q.Ph + pp) * q.Qw + qq] =
+    for (index_t ci = 0, roff = 0; ci < ncalls; roff += calls[ci].pairs * Kg, ++ci)
+        for (index_t k = 0; k < Kg; ++k)
+            for (index_t j = 0; j < calls[ci].pairs; ++j) {
+                const index_t pp = pair_p[calls[ci].pair0 + j], qq = pair_q[calls[ci].pair0 + j];
+                rows[roff + k * calls[ci].pairs + j] =
                     dyp + k * q.plane() + (q.Ph - 1 - pp) * q.Wq + (q.Qw - 1 - qq);
+            }
     std::memset(dyp + Kg * q.plane(), 0, q.Qw * sizeof(float));
     // dy columns j = j' + s0 - (Qw - 1) inside [0, Wo): j' in [jl, jh)
     const index_t dj = q.s0 - (q.Qw - 1), di = q.t0 - (q.Ph - 1);
@@ -345,8 +445,14 @@ void conv2d_backward_phases(const Conv2dParams& p, const float* dy, const float*
                                 (jh - jl) * sizeof(float));
                     std::memset(d + jh, 0, (q.Wq - jh) * sizeof(float));
                 }
-            sgemm_rows(false, q.M, cols, q.Kp, 1.0f, A + g * q.M * q.Kp, q.Kp, rows, 0.0f, out,
-                       cols);
+            for (index_t ci = 0, aoff = g * L.a_floats, roff = 0; ci < ncalls; ++ci) {
+                const PhaseCall& cl = calls[ci];
+                const index_t depth = cl.pairs * Kg;
+                sgemm_rows(false, cl.rows, cols, depth, 1.0f, A + aoff, depth, rows + roff, 0.0f,
+                           out + cl.row0 * cols, cols);
+                aoff += cl.rows * depth;
+                roff += depth;
+            }
             // dx[c, r, x]: phase (a, b) = ((r + ph) % sh, (x + pw) % sw), grid point
             // ((r + ph) / sh - t0, (x + pw) / sw - s0)
             float* dxg = dx + n * xs + g * Cg * p.H * p.W;
@@ -356,7 +462,7 @@ void conv2d_backward_phases(const Conv2dParams& p, const float* dy, const float*
                     const index_t tr = r + p.pad_h, a = tr % q.sh, t = tr / q.sh - q.t0;
                     float* d = dxg + (c * p.H + r) * p.W;
                     for (index_t b = 0; b < q.sw; ++b) {
-                        const float* src = out + ((c * q.sh + a) * q.sw + b) * cols + t * q.Wq;
+                        const float* src = out + row_of[(c * q.sh + a) * q.sw + b] * cols + t * q.Wq;
                         // x = sw * (s0 + j) + b - pw for grid columns j, the first x >= 0
                         index_t j = 0, x = q.sw * q.s0 + b - p.pad_w;
                         if (x < 0) ++j, x += q.sw;

@@ -57,6 +57,8 @@ bool sgemm_uses_avx512() { return use_avx512(); }
 
 const char* sgemm_kernel_name() { return use_avx512() ? "avx512 12x32" : "avx2 6x16"; }
 
+index_t sgemm_row_panel() { return use_avx512() ? Tile<16>::MR : Tile<8>::MR; }
+
 namespace {
 
 // sgemm and sgemm_rows: B given as a matrix (brows null) or by row pointers.

@@ -321,3 +321,34 @@ def test_phases_switch_off_gives_the_im2col_path(tmp_path):
         assert_close(out[off]["dx"], dx_ref, what=f"dx, NO_PHASES={off}")
     np.testing.assert_array_equal(out["0"]["y"], out["1"]["y"])
     assert not np.array_equal(out["0"]["dx"], out["1"]["dx"])
+
+
+def test_phases_backward_with_the_avx2_tile(tmp_path):
+    """Backward by phases cuts its phases into the SGEMM's row panels (12 rows with AVX-512,
+    6 with AVX2) and gives each panel only the tap pairs its rows need, so the two tiles
+    group the product differently; INVERT_NATIVE_NO_AVX512=1 in a fresh process takes the
+    AVX2 one. Both match float64 on every phase case."""
+    cases = [c for c in PHASES if c[0].startswith("phases-")]
+    script = (
+        "import sys, numpy as np; from invert_native import ops, _cpu\n"
+        "assert _cpu.sgemm_kernel().startswith('avx2'), _cpu.sgemm_kernel()\n"
+        "d = dict(np.load(sys.argv[1]))\n"
+        f"cases = {[(c[0], c[7], c[8], c[9]) for c in cases]!r}\n"
+        "out = {}\n"
+        "for name, stride, padding, groups in cases:\n"
+        "    out[name] = ops.conv2d_backward(d[name + '/dy'], d[name + '/w'], d[name + '/x'].shape,\n"
+        "                                    stride, padding, groups)\n"
+        "np.savez(sys.argv[2], **out)\n")
+    rng = np.random.default_rng(11)
+    inputs, refs = {}, {}
+    for case in cases:
+        x, w, b, stride, padding, groups = make(rng, case)
+        dy = f32(rng.standard_normal(ops.conv2d_forward(x, w, b, stride, padding, groups).shape))
+        inputs.update({case[0] + "/x": x, case[0] + "/w": w, case[0] + "/dy": dy})
+        refs[case[0]] = ref_conv2d_backward(dy, w, x.shape, stride, padding, groups)
+    src, dst = tmp_path / "in.npz", tmp_path / "out.npz"
+    np.savez(src, **inputs)
+    run_python(script, src, dst, env={"INVERT_NATIVE_NO_AVX512": "1"})
+    got = np.load(dst)
+    for name, ref in refs.items():
+        assert_close(got[name], ref, what=f"dx of {name} (AVX2 tile)")
