@@ -125,6 +125,9 @@ PHASES = [
     ("phases-columns-only", 1, 1, 97, 101, 2, (1, 3), (1, 2), (0, 1), 1, False),
     ("phases-6x6-stride3-pad5-groups2", 1, 2, 131, 129, 4, (6, 6), 3, 5, 2, True),
     ("phases-pad-beyond-kernel", 1, 1, 64, 64, 2, (4, 4), 2, 5, 1, True),
+    # short phases along both axes (8 taps at stride 3: 3, 3, 2; 7 at stride 2: 4, 3) and
+    # 24 phases a group: row panels that mix the tap classes
+    ("phases-8x7-stride3x2-groups2", 2, 8, 100, 80, 6, (8, 7), (3, 2), (1, 2), 2, True),
     # stride 1, a batch of >= 512 row-padded outputs an image: forward on shifted rows of
     # the padded input (the same bits as im2col), backward by im2col
     ("rows-stride1-5x5-batch3-groups2", 3, 6, 30, 28, 8, (5, 5), 1, 2, 2, True),
