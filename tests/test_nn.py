@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_close, f32, require
+import invert_native as inv
 from invert_native import nn, ops
 from test_conv2d import ref_conv2d_forward
 from test_lrn import ref_lrn_forward
@@ -455,3 +456,57 @@ def test_sequential_takes_numpy_integers_and_says_what_is_out_of_range():
         seq[10]
     with pytest.raises(TypeError, match="name .* or its position"):
         seq[0:2]
+
+
+def test_linear_single_sample_through_the_transposed_copy(rng):
+    """One sample on the CPU goes through the layer's transposed weight, skipping the weight rows
+    of zero inputs; the sums are grouped differently from the batch product but compute the
+    same function, independently of the thread count."""
+    w = f32(rng.standard_normal((37, 300)) / np.sqrt(300))
+    b = f32(rng.standard_normal(37))
+    x = f32(rng.standard_normal((1, 3, 10, 10)))
+    x[rng.random(x.shape) < 0.5] = 0.0  # behind a ReLU
+    ref = x.reshape(1, -1).astype(np.float64) @ w.T.astype(np.float64) + b
+    fc = nn.Linear(w, b)
+    before = inv.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            inv.set_num_threads(n)
+            outs.append(fc(x).copy())
+    finally:
+        inv.set_num_threads(before)
+    assert_close(outs[0], ref, what="y of one sample")
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+    dense = nn.Linear(w, b, transposed_copy=False)
+    np.testing.assert_array_equal(dense(x), ops.linear_forward(x, w, b))
+    assert_close(outs[0], dense(x), what="y, transposed copy against the plain product")
+    # a batch goes through the plain product, each row the single sample's function
+    xb = np.concatenate([x, x])
+    np.testing.assert_array_equal(fc(xb), ops.linear_forward(xb, w, b))
+    # the gradient is unchanged
+    fc(x)
+    dy = f32(rng.standard_normal((1, 37)))
+    np.testing.assert_array_equal(fc.backward(dy), ops.linear_backward(dy, w, x.shape))
+    # NaN and Inf inputs still reach the output
+    x[0, 0, 0, 0], x[0, 1, 0, 0] = np.nan, 0.0
+    assert np.isnan(fc(x)).all()
+
+
+def test_linear_weight_is_read_only_and_reassigning_it_refreshes_the_copy(rng):
+    w = f32(rng.standard_normal((5, 12)))
+    fc = nn.Linear(w)
+    assert w.flags.writeable  # the caller's array is left as it was
+    x = f32(rng.standard_normal((1, 12)))
+    fc(x)  # builds the transposed copy
+    with pytest.raises(ValueError, match="read-only"):
+        fc.weight[0, 0] = 1.0
+    w2 = f32(rng.standard_normal((5, 12)))
+    fc.weight = w2
+    assert not np.shares_memory(fc.weight, w2) and not fc.weight.flags.writeable
+    assert_close(fc(x), x.astype(np.float64) @ w2.T.astype(np.float64), what="y after reassigning")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fc.weight = f32([[np.inf] * 12] * 5)
+    fc.to("cpu")
+    assert_close(fc(x), x.astype(np.float64) @ w2.T.astype(np.float64), what="y after to('cpu')")

@@ -212,25 +212,66 @@ class LRN(Layer):
 
 
 class Linear(Layer):
-    """Fully connected: y = flatten(x) @ weight.T + bias, weight (O, I)."""
+    """Fully connected: y = flatten(x) @ weight.T + bias, weight (O, I).
+
+    On the CPU, a single sample (batch 1: a representation's code, an inversion without
+    restarts) is multiplied through a transposed copy of the weight that the layer keeps,
+    whose row i is read only where ``x[0, i] != 0``: behind a ReLU or a max-pool, forward then
+    reads only the weights of the active inputs, as backward reads only those of the active
+    outputs (CaffeNet's fc6-fc8 with random weights, 30-50 % of inputs zero: 25-40 % faster).
+    The copy takes as much memory as the weight; ``transposed_copy=False`` does without it.
+    The same sums are grouped differently from a batch's (float32 rounding apart, the same
+    function). ``weight`` is kept read-only, so that the copy always matches it: assign a new
+    array to ``layer.weight`` to change it.
+    """
 
     _params = ("weight", "bias")
 
-    def __init__(self, weight, bias=None):
+    def __init__(self, weight, bias=None, transposed_copy: bool = True):
         super().__init__()
-        self.weight = _as_param(weight, "Linear weight", 2)
+        self.transposed_copy = bool(transposed_copy)
+        self.weight = weight
         self.bias = None if bias is None else _as_param(bias, "Linear bias", 1)
         if self.bias is not None and self.bias.shape[0] != self.weight.shape[0]:
             raise ValueError(f"Linear bias has {self.bias.shape[0]} entries but weight has "
                              f"{self.weight.shape[0]} outputs")
 
+    @property
+    def weight(self):
+        return self._weight
+
+    @weight.setter
+    def weight(self, value):
+        w = _as_param(value, "Linear weight", 2)  # a copy of its own
+        if isinstance(w, np.ndarray):
+            w.setflags(write=False)
+        self._weight = w
+        self._weight_t = None  # made again from the new weight when needed
+
+    def _transposed(self):
+        if self._weight_t is None:
+            wt = np.ascontiguousarray(self._weight.T)
+            wt.setflags(write=False)
+            self._weight_t = wt
+        return self._weight_t
+
     def forward(self, x):
-        y = ops.linear_forward(x, self.weight, self.bias)
+        w = self._weight
+        if (self.transposed_copy and isinstance(w, np.ndarray) and isinstance(x, np.ndarray)
+                and x.dtype == np.float32 and x.ndim >= 2 and x.shape[0] == 1
+                and x.size == w.shape[1]):
+            # y = x @ W^T is linear_backward's product dy @ W with dy = x and W -> W^T: it
+            # reads only the rows of W^T whose coefficient x[0, i] is nonzero.
+            y = ops.linear_backward(x.reshape(1, -1), self._transposed(), (1, w.shape[0]))
+            if self.bias is not None:
+                y += self.bias
+        else:
+            y = ops.linear_forward(x, w, self.bias)
         self._cache = tuple(x.shape)
         return y
 
     def backward(self, dy):
-        return ops.linear_backward(dy, self.weight, self._cached())
+        return ops.linear_backward(dy, self._weight, self._cached())
 
     def __repr__(self):
         O, I = self.weight.shape
