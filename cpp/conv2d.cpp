@@ -229,20 +229,19 @@ void transpose_weights(const Conv2dParams& p, const float* w, float* wt) {
 // tap u. Split rows into phases r + pad = s*t + a (a in [0, s)): a tap
 // u = s*p + a links dx row (t, a) to dy row t - p, so within one phase the
 // backward is a stride-1 correlation of dy with taps p < Ph = ceil(kh / s).
-// One SGEMM does every phase at once: the rows of A are the phases (c, a, b),
-// holding W[k, c, s_h*p + a, s_w*q + b] at depth (tap pair (p, q), k) (zero
-// where the tap falls outside the kernel), and row ((p, q), k) of the column
+// SGEMMs do every phase at once: the rows of A are the phases (c, a, b),
+// holding W[k, c, s_h*p + a, s_w*q + b] at depth (k, tap pair (p, q)) (zero
+// where the tap falls outside the kernel), and row (k, (p, q)) of the column
 // matrix is dy_k, padded and shifted by (p, q): a view of one padded plane
 // (sgemm_rows), so the column matrix is never written. Each dx element is
 // then read from one element of the product, with no col2im sums.
 //
 // Zero taps: phase a has Ph taps along the rows or, past the kernel's end,
 // Ph - 1 (conv1: 3, 3, 3, 2 for 11 taps at stride 4), and likewise along
-// the columns. The tap pairs are ordered so that the nonzero pairs of every
-// phase are one contiguous range of depth (PhaseLayout), and the phases are
-// ordered by which range they have, so that the product can skip the zero
-// depths of a row panel (sgemm_rows' depth ranges). conv1 still multiplies
-// 132 taps for its 121 (144 without the ranges): the register tile's 12 rows
+// the columns. The phases are ordered by these classes and cut into the
+// SGEMM's row panels; each run of panels gets only the tap pairs its phases
+// need, as an SGEMM of its own (PhaseLayout). conv1 still multiplies 132 taps
+// for its 121 (144 in one SGEMM over all pairs): the register tile's 12 rows
 // do not split its 48 phases into pure classes. The product also includes
 // each padded row's Qw - 1 extra columns.
 
@@ -315,7 +314,7 @@ struct PhaseLayout {
     std::vector<index_t> pair_p, pair_q;  // the calls' tap pairs, call after call
     std::vector<PhaseCall> calls;
     index_t a_floats = 0, row_ptrs = 0;   // A blocks and row pointers of all calls, per group
-    index_t key[8] = {};                  // what it was built for (kept while that holds)
+    index_t key[9] = {};                  // what it was built for (kept while that holds)
 };
 
 // Taps of phase a along one axis: those of s*t + a < k, t < T.
@@ -324,9 +323,9 @@ inline index_t phase_tap_count(index_t k, index_t s, index_t T, index_t a) {
 }
 
 void phase_layout(const Conv2dParams& p, const Phases& q, index_t panel, PhaseLayout& L) {
-    const index_t key[8] = {p.kh, p.kw, q.sh, q.sw, q.Ph, q.Qw, q.M, p.Kg() * 4096 + panel};
-    if (!L.calls.empty() && std::equal(key, key + 8, L.key)) return;
-    std::copy(key, key + 8, L.key);
+    const index_t key[9] = {p.kh, p.kw, q.sh, q.sw, q.Ph, q.Qw, q.M, p.Kg(), panel};
+    if (!L.calls.empty() && std::equal(key, key + 9, L.key)) return;
+    std::copy(key, key + 9, L.key);
     L.phase_of.clear();
     for (int cls = 0; cls < 4; ++cls)  // full, short rows, short both, short columns
         for (index_t ph = 0; ph < q.M; ++ph) {
