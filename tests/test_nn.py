@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -510,3 +512,8 @@ def test_linear_weight_is_read_only_and_reassigning_it_refreshes_the_copy(rng):
         fc.weight = f32([[np.inf] * 12] * 5)
     fc.to("cpu")
     assert_close(fc(x), x.astype(np.float64) @ w2.T.astype(np.float64), what="y after to('cpu')")
+    # a deep copy's weight comes back writeable: edited in place, the copy is made again
+    twin = copy.deepcopy(fc)
+    twin.weight[...] = 0.5
+    assert_close(twin(x), np.full((1, 5), 0.5 * x.astype(np.float64).sum()), what="y of the copy")
+    assert_close(fc(x), x.astype(np.float64) @ w2.T.astype(np.float64), what="y of the original")

@@ -249,6 +249,11 @@ class Linear(Layer):
         self._weight_t = None  # made again from the new weight when needed
 
     def _transposed(self):
+        if self._weight.flags.writeable:
+            # a copied or unpickled layer (arrays come back writeable, so its weight may have
+            # been edited since the copy was made): make the copy again, from a read-only weight
+            self._weight.setflags(write=False)
+            self._weight_t = None
         if self._weight_t is None:
             wt = np.ascontiguousarray(self._weight.T)
             wt.setflags(write=False)
