@@ -326,11 +326,15 @@ void phase_layout(const Conv2dParams& p, const Phases& q, index_t panel, PhaseLa
     const index_t key[9] = {p.kh, p.kw, q.sh, q.sw, q.Ph, q.Qw, q.M, p.Kg(), panel};
     if (!L.calls.empty() && std::equal(key, key + 9, L.key)) return;
     std::copy(key, key + 9, L.key);
+    // taps of phase (c, a, b) along the rows and along the columns
+    auto rows_taps = [&](index_t ph) {
+        return phase_tap_count(p.kh, q.sh, q.Ph, ph / q.sw % q.sh);
+    };
+    auto cols_taps = [&](index_t ph) { return phase_tap_count(p.kw, q.sw, q.Qw, ph % q.sw); };
     L.phase_of.clear();
     for (int cls = 0; cls < 4; ++cls)  // full, short rows, short both, short columns
         for (index_t ph = 0; ph < q.M; ++ph) {
-            const bool sh = phase_tap_count(p.kh, q.sh, q.Ph, ph / q.sw % q.sh) < q.Ph;
-            const bool sw = phase_tap_count(p.kw, q.sw, q.Qw, ph % q.sw) < q.Qw;
+            const bool sh = rows_taps(ph) < q.Ph, sw = cols_taps(ph) < q.Qw;
             if ((sh ? (sw ? 2 : 1) : (sw ? 3 : 0)) == cls) L.phase_of.push_back(ph);
         }
     L.row_of.assign(q.M, 0);
@@ -344,9 +348,7 @@ void phase_layout(const Conv2dParams& p, const Phases& q, index_t panel, PhaseLa
         const index_t r1 = std::min(q.M, r0 + panel);
         std::fill(need.begin(), need.end(), 0);
         for (index_t r = r0; r < r1; ++r) {
-            const index_t ph = L.phase_of[r];
-            const index_t ta = phase_tap_count(p.kh, q.sh, q.Ph, ph / q.sw % q.sh);
-            const index_t tb = phase_tap_count(p.kw, q.sw, q.Qw, ph % q.sw);
+            const index_t ph = L.phase_of[r], ta = rows_taps(ph), tb = cols_taps(ph);
             for (index_t pp = 0; pp < ta; ++pp)
                 for (index_t qq = 0; qq < tb; ++qq) need[pp * q.Qw + qq] = 1;
         }
@@ -461,7 +463,8 @@ void conv2d_backward_phases(const Conv2dParams& p, const float* dy, const float*
                     const index_t tr = r + p.pad_h, a = tr % q.sh, t = tr / q.sh - q.t0;
                     float* d = dxg + (c * p.H + r) * p.W;
                     for (index_t b = 0; b < q.sw; ++b) {
-                        const float* src = out + row_of[(c * q.sh + a) * q.sw + b] * cols + t * q.Wq;
+                        const float* src =
+                            out + row_of[(c * q.sh + a) * q.sw + b] * cols + t * q.Wq;
                         // x = sw * (s0 + j) + b - pw for grid columns j, the first x >= 0
                         index_t j = 0, x = q.sw * q.s0 + b - p.pad_w;
                         if (x < 0) ++j, x += q.sw;

@@ -101,13 +101,6 @@ void pack_b(const BSource& b, index_t p0, index_t kc, index_t j0, index_t nc, fl
     }
 }
 
-// C[mr x nr] (leading dim ldc) = alpha * Ap * Bp + beta * C; beta == 0 never reads C.
-// Row r of the A panel at depth k is Ap[k * as + r] (packed: as = MR; A^T in
-// place: as = lda), or Ap[r * as + k] when ROWS (A in place: as = lda).
-// Not inlined: inlined into the large loop nests, GCC's register allocation
-// spilled a B vector to the stack inside the k loop (about 35 % slower). Its
-// internal linkage still compiles it only with the flags of the file that
-// instantiates it (VW = 16 only in gemm_avx512.cpp).
 // Rows of B the kernel prefetches ahead of the one it multiplies. B streams
 // from L2 (a chunk's panels do not fit L1 beside A's panel), and the hardware
 // prefetchers did not keep up: 16 rows ahead measured 9-12 % faster on one
@@ -133,9 +126,15 @@ struct RowsPanel {
     // not prefetched: the rows are shifts of a few planes that share cache
     // lines, and the pointer load a prefetch needs cost conv1 10 %
     static constexpr bool prefetch = false;
-    const float* ahead(index_t k) const { return row(k); }
 };
 
+// C[mr x nr] (leading dim ldc) = alpha * Ap * Bp + beta * C; beta == 0 never reads C.
+// Row r of the A panel at depth k is Ap[k * as + r] (packed: as = MR; A^T in
+// place: as = lda), or Ap[r * as + k] when ROWS (A in place: as = lda).
+// Not inlined: inlined into the large loop nests, GCC's register allocation
+// spilled a B vector to the stack inside the k loop (about 35 % slower). Its
+// internal linkage still compiles it only with the flags of the file that
+// instantiates it (VW = 16 only in gemm_avx512.cpp).
 template <int VW, bool ROWS, class Panel>
 __attribute__((noinline)) void micro_kernel(index_t kc, const float* Ap,
                                                         index_t as, Panel Bp, float* C, index_t ldc,
@@ -160,8 +159,9 @@ __attribute__((noinline)) void micro_kernel(index_t kc, const float* Ap,
         for (index_t k = 0; k < kc; ++k) {
             const float* bk = Bp.row(k);
             if constexpr (Panel::prefetch) {
-                __builtin_prefetch(Bp.ahead(k), 0, 3);
-                __builtin_prefetch(Bp.ahead(k) + VW, 0, 3);
+                const float* ahead = Bp.ahead(k);
+                __builtin_prefetch(ahead, 0, 3);
+                __builtin_prefetch(ahead + VW, 0, 3);
             }
             const vec b0 = *reinterpret_cast<const vec*>(bk);
             const vec b1 = *reinterpret_cast<const vec*>(bk + VW);
