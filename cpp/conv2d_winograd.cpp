@@ -21,11 +21,14 @@
 // float32 rounding against float64.
 #include "conv2d_winograd.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "env_flag.h"
+#include "gemm.h"
 #include "invert_native/ops.h"
 
 namespace invert_native {
@@ -194,6 +197,7 @@ constexpr std::size_t kCacheEntries = 16;
 struct CachedFilters {
     const float* key = nullptr;
     index_t K = 0, Cg = 0, groups = 0;
+    index_t mode[4] = {};     // {0, 0, 0, 0} a 3x3 layer's; phases: {sh, sw, Ph, Qw}
     std::vector<float> copy;  // the weights it was made from
     std::vector<float> U;     // group g, position e: U + (g * 16 + e) * su, [Kg x Cg]
     unsigned long long used = 0;
@@ -214,13 +218,18 @@ bool same_bits(const float* a, const float* b, std::size_t n) {
     return same;
 }
 
-// U[(g * 16 + e) * su + k * Cg + c] = (G w[g*Kg + k, c] G^T)[e]
-const float* transformed_filters(const Conv2dParams& p, const float* w, index_t su) {
-    const index_t Kg = p.Kg(), Cg = p.Cg();
-    const std::size_t n = std::size_t(p.K * Cg * 9);
+// The cache entry for the weights w of layer p, transformed (on a miss) by
+// make(U) into p.groups * 16 matrices of su floats; mode tells transforms of
+// one layer's weights apart (the plain 3x3 filters, or a strided layer's phases).
+template <class Make>
+const float* cached_filters(const Conv2dParams& p, const float* w, const index_t (&mode)[4],
+                            index_t su, Make make) {
+    const index_t Cg = p.Cg();
+    const std::size_t n = std::size_t(p.K * Cg * p.kh * p.kw);
     ++filter_clock;
     for (CachedFilters& c : filter_cache)
         if (c.key == w && c.K == p.K && c.Cg == Cg && c.groups == p.groups &&
+            std::equal(mode, mode + 4, c.mode) && c.copy.size() == n &&
             same_bits(c.copy.data(), w, n)) {
             c.used = filter_clock;
             return c.U.data();
@@ -233,18 +242,28 @@ const float* transformed_filters(const Conv2dParams& p, const float* w, index_t 
     slot->K = p.K;
     slot->Cg = Cg;
     slot->groups = p.groups;
+    std::copy(mode, mode + 4, slot->mode);
     slot->used = filter_clock;
     slot->copy.assign(w, w + n);
     slot->U.resize(std::size_t(p.groups * 16 * su));
-    for (index_t g = 0; g < p.groups; ++g) {
-        const float* wg = w + g * Kg * Cg * 9;
-        transform_filters(Kg, Cg,
-                          [wg, Cg](index_t o, index_t i, int u, int v) {
-                              return wg[(o * Cg + i) * 9 + u * 3 + v];
-                          },
-                          slot->U.data() + g * 16 * su, su);
-    }
+    make(slot->U.data());
     return slot->U.data();
+}
+
+// U[(g * 16 + e) * su + k * Cg + c] = (G w[g*Kg + k, c] G^T)[e]
+const float* transformed_filters(const Conv2dParams& p, const float* w, index_t su) {
+    const index_t Kg = p.Kg(), Cg = p.Cg();
+    const index_t mode[4] = {0, 0, 0, 0};
+    return cached_filters(p, w, mode, su, [&](float* U) {
+        for (index_t g = 0; g < p.groups; ++g) {
+            const float* wg = w + g * Kg * Cg * 9;
+            transform_filters(Kg, Cg,
+                              [wg, Cg](index_t o, index_t i, int u, int v) {
+                                  return wg[(o * Cg + i) * 9 + u * 3 + v];
+                              },
+                              U + g * 16 * su, su);
+        }
+    });
 }
 
 // All groups: y_g = the correlation of x_g with the filters of U_g (position
@@ -319,6 +338,247 @@ void winograd_conv2d_backward(const Conv2dParams& p, const float* dy, const floa
     const float* U = transformed_filters(p, w, su);
     run(backward_shape(p), p.N, p.groups, dy, p.K * p.Ho * p.Wo, p.Kg() * p.Ho * p.Wo, U, su, true,
         nullptr, dx, p.C * p.H * p.W, p.Cg() * p.H * p.W, workspace);
+}
+
+// ---- Backward of a strided layer by phases ----------------------------------
+//
+// conv2d.cpp's backward by phases computes each phase plane (c, a, b) of dx
+// as a stride-1 correlation of dy with that phase's taps. With 3 taps a phase
+// along each axis (conv1: 11 taps at stride 4 give 3, 3, 3, 2), all
+// M = Cg * sh * sw phase planes are one 3x3 correlation of the Kg planes of
+// dy, with filters g[(c, a, b), k][u][v] = W[k, c, sh*(2-u) + a, sw*(2-v) + b]
+// (zero past the kernel) and padding (2 - t0, 2 - s0): Winograd computes it
+// with 16 instead of 36 multiply-adds per 2x2 outputs, against the 27.5 that
+// conv1's product by tap classes makes (132 taps for 48 phases of 4 outputs).
+//
+// Unlike the layer path above (16 SGEMMs over the whole call, planes and
+// tiles in NCHW order), this one is laid out for the conv1 shape: 841 tiles
+// an image, 96 channels, 48 phase planes. Channels are innermost (dy copied
+// once into a padded [rows][columns][channels] image), so both transforms
+// run on vectors of 8 channels with contiguous loads and stores; each thread
+// owns a range of tile rows and runs blocks of them through the input
+// transform, 16 small products on its own (sgemm_packed_b, the transformed
+// filters packed once), the output transform and its share of dx, without
+// a barrier. Each dx element comes from one tile's sums, computed the same
+// way whichever block or thread holds it: results do not depend on the
+// thread count or on the batch.
+
+namespace {
+
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+
+inline v8 load8(const float* p) { return *reinterpret_cast<const v8*>(p); }
+inline void store8(float* p, v8 v) { *reinterpret_cast<v8*>(p) = v; }
+
+inline index_t round8(index_t n) { return (n + 7) / 8 * 8; }
+
+// Tiles per block: about 128 (whole tile rows), so that a block's 16
+// transformed matrices and 16 products stay in L2.
+constexpr index_t kBlockTiles = 128;
+
+struct PhaseWino {
+    index_t Kg, Kp;     // dy channels, rounded up to 8
+    index_t M, Mp;      // phase planes, rounded up to 8
+    index_t th, tw;     // tile rows and columns
+    index_t ph, pw;     // the correlation's padding
+    index_t R;          // tile rows per block
+    index_t Dh, Dw;     // padded channel-last dy: Dh rows of Dw pixels of Kp floats
+    index_t vstep, cstep;  // floats from one transformed matrix to the next (V, products)
+    index_t scratch() const { return 16 * (vstep + cstep) + 2 * R * 2 * tw * Mp; }
+};
+
+PhaseWino phase_wino(const Conv2dParams& p, const PhaseGrid& q) {
+    PhaseWino s;
+    s.Kg = p.Kg();
+    s.Kp = round8(s.Kg);
+    s.M = p.Cg() * q.sh * q.sw;
+    s.Mp = round8(s.M);
+    s.th = (q.Tt + 1) / 2;
+    s.tw = (q.Tw + 1) / 2;
+    s.ph = q.Ph - 1 - q.t0;
+    s.pw = q.Qw - 1 - q.s0;
+    s.R = std::max<index_t>(1, std::min(s.th, kBlockTiles / s.tw));
+    s.Dh = 2 * s.th + 2;
+    s.Dw = 2 * s.tw + 2;
+    const index_t bt = s.R * s.tw;  // tiles of a block (at most)
+    s.vstep = plane_step(bt * s.Kp);
+    s.cstep = plane_step(bt * s.Mp);
+    return s;
+}
+
+// Per-thread scratch of the blocks (V, products, phase rows), kept between calls.
+thread_local std::vector<float> phase_scratch;
+
+// D[y][x][k] = dy[k, y - ph, x - pw] (0 outside, and for k >= Kg), rows [y0, y1).
+void pad_channels_last(const Conv2dParams& p, const PhaseWino& s, const float* dyg,
+                       index_t y0, index_t y1, float* D) {
+    for (index_t y = y0; y < y1; ++y) {
+        float* row = D + y * s.Dw * s.Kp;
+        const index_t iy = y - s.ph;
+        std::memset(row, 0, std::size_t(s.Dw * s.Kp) * sizeof(float));
+        if (iy < 0 || iy >= p.Ho) continue;
+        const index_t x0 = std::max<index_t>(0, s.pw), x1 = std::min(s.Dw, p.Wo + s.pw);
+        for (index_t k = 0; k < s.Kg; ++k) {
+            const float* src = dyg + (k * p.Ho + iy) * p.Wo - s.pw;
+            for (index_t x = x0; x < x1; ++x) row[x * s.Kp + k] = src[x];
+        }
+    }
+}
+
+// V[e][t][k] = (B^T d B)[e] of the 4x4 patch of tile t = (ty - ty0) * tw + tx.
+void input_tiles(const PhaseWino& s, const float* D, index_t ty0, index_t ty1, float* V) {
+    const index_t px = s.Kp, row = s.Dw * s.Kp;
+    for (index_t ty = ty0; ty < ty1; ++ty)
+        for (index_t tx = 0; tx < s.tw; ++tx) {
+            const float* base = D + 2 * ty * row + 2 * tx * px;
+            float* out = V + ((ty - ty0) * s.tw + tx) * s.Kp;
+            for (index_t k = 0; k < s.Kp; k += 8) {
+                v8 d[4][4];
+                for (int r = 0; r < 4; ++r)
+                    for (int c = 0; c < 4; ++c) d[r][c] = load8(base + r * row + c * px + k);
+                v8 b[4][4];
+                for (int c = 0; c < 4; ++c) {  // B^T d
+                    b[0][c] = d[0][c] - d[2][c];
+                    b[1][c] = d[1][c] + d[2][c];
+                    b[2][c] = d[2][c] - d[1][c];
+                    b[3][c] = d[1][c] - d[3][c];
+                }
+                float* e = out + k;
+                for (int r = 0; r < 4; ++r) {  // (B^T d) B
+                    store8(e + (r * 4 + 0) * s.vstep, b[r][0] - b[r][2]);
+                    store8(e + (r * 4 + 1) * s.vstep, b[r][1] + b[r][2]);
+                    store8(e + (r * 4 + 2) * s.vstep, b[r][2] - b[r][1]);
+                    store8(e + (r * 4 + 3) * s.vstep, b[r][1] - b[r][3]);
+                }
+            }
+        }
+}
+
+// P[y][x][o] (rows 2 * (ty - ty0) + r, columns 2 * tx + c) = (A^T m A)[r][c]
+// of the products m = C[.][t][o] of each tile.
+void output_tiles(const PhaseWino& s, const float* C, index_t ty0, index_t ty1, float* P) {
+    const index_t prow = 2 * s.tw * s.Mp;
+    for (index_t ty = ty0; ty < ty1; ++ty)
+        for (index_t tx = 0; tx < s.tw; ++tx) {
+            const float* in = C + ((ty - ty0) * s.tw + tx) * s.Mp;
+            float* out = P + 2 * (ty - ty0) * prow + 2 * tx * s.Mp;
+            for (index_t o = 0; o < s.Mp; o += 8) {
+                v8 m[4][4];
+                for (int k = 0; k < 16; ++k) m[k / 4][k % 4] = load8(in + k * s.cstep + o);
+                v8 a[2][4];
+                for (int c = 0; c < 4; ++c) {  // A^T m
+                    a[0][c] = (m[0][c] + m[1][c]) + m[2][c];
+                    a[1][c] = (m[1][c] - m[2][c]) - m[3][c];
+                }
+                for (int r = 0; r < 2; ++r) {  // (A^T m) A
+                    store8(out + r * prow + o, (a[r][0] + a[r][1]) + a[r][2]);
+                    store8(out + r * prow + s.Mp + o, (a[r][1] - a[r][2]) - a[r][3]);
+                }
+            }
+        }
+}
+
+// dx rows of one image's group whose phase row t lies in [t_lo, t_hi) (the
+// block's), from P (phase row t at P + (t - t_lo) * 2 * tw * Mp): dx[c, r, x]
+// is phase (c, a, b) at grid point (t, j) for r + pad_h = sh * (t0 + t) + a
+// and x + pad_w = sw * (s0 + j) + b.
+void scatter_rows(const Conv2dParams& p, const PhaseGrid& q, const PhaseWino& s, const float* P,
+                  index_t t_lo, index_t t_hi, float* dxg) {
+    const index_t prow = 2 * s.tw * s.Mp;
+    for (index_t t = t_lo; t < std::min(t_hi, q.Tt); ++t)
+        for (index_t a = 0; a < q.sh; ++a) {
+            const index_t r = q.sh * (q.t0 + t) + a - p.pad_h;
+            if (r < 0 || r >= p.H) continue;
+            const float* prow_t = P + (t - t_lo) * prow;
+            for (index_t c = 0; c < p.Cg(); ++c) {
+                float* d = dxg + (c * p.H + r) * p.W;
+                const float* src = prow_t + (c * q.sh + a) * q.sw;
+                // x = sw * (s0 + j) + b - pw for grid columns j
+                for (index_t j = 0; j < q.Tw; ++j) {
+                    const index_t x0 = q.sw * (q.s0 + j) - p.pad_w;
+                    const float* sj = src + j * s.Mp;
+                    for (index_t b = 0; b < q.sw; ++b) {
+                        const index_t x = x0 + b;
+                        if (x >= 0 && x < p.W) d[x] = sj[b];
+                    }
+                }
+            }
+        }
+}
+
+}  // namespace
+
+bool winograd_phases_usable(const Conv2dParams& p, const PhaseGrid& q) {
+    static const bool off = env_flag("INVERT_NATIVE_NO_WINOGRAD");
+    return !off && q.Ph == 3 && q.Qw == 3 && p.Kg() >= kMinChannels &&
+           p.Cg() * q.sh * q.sw >= 16 && q.Tt >= 2 && q.Tw >= 2;
+}
+
+std::size_t winograd_phases_workspace_size(const Conv2dParams& p, const PhaseGrid& q) {
+    const PhaseWino s = phase_wino(p, q);
+    return std::size_t(s.Dh * s.Dw * s.Kp);
+}
+
+void winograd_phases_backward(const Conv2dParams& p, const PhaseGrid& q, const float* dy,
+                              const float* w, float* dx, float* workspace) {
+    const PhaseWino s = phase_wino(p, q);
+    const index_t Cg = p.Cg(), Kg = s.Kg;
+    const std::size_t su = sgemm_packed_b_floats(s.Kp, s.Mp);
+    const index_t mode[4] = {q.sh, q.sw, q.Ph, q.Qw};
+    // U of group g, position e: the filters' transforms as the product's B
+    // [Kp x Mp] (B[k][o] = U_e[o][k]), packed, at U + (g * 16 + e) * su.
+    const float* U = cached_filters(p, w, mode, index_t(su), [&](float* U) {
+        const index_t tu = s.Mp * s.Kp;
+        std::vector<float> t(std::size_t(16 * tu));
+        for (index_t g = 0; g < p.groups; ++g) {
+            const float* wg = w + g * Kg * Cg * p.kh * p.kw;
+            transform_filters(s.Mp, s.Kp,
+                              [&](index_t o, index_t k, int u, int v) {
+                                  if (o >= s.M || k >= Kg) return 0.0f;
+                                  const index_t c = o / (q.sh * q.sw), a = o / q.sw % q.sh;
+                                  const index_t b = o % q.sw;
+                                  const index_t ku = q.sh * (2 - u) + a;
+                                  const index_t kv = q.sw * (2 - v) + b;
+                                  return ku < p.kh && kv < p.kw
+                                             ? wg[((k * Cg + c) * p.kh + ku) * p.kw + kv]
+                                             : 0.0f;
+                              },
+                              t.data(), tu);
+            for (index_t e = 0; e < 16; ++e)
+                sgemm_pack_b(s.Kp, s.Mp, t.data() + e * tu, s.Kp, true,
+                             U + (g * 16 + e) * index_t(su));
+        }
+    });
+    float* D = workspace;
+    const index_t xs = p.C * p.H * p.W, ys = p.K * p.Ho * p.Wo;
+    for (index_t n = 0; n < p.N; ++n)
+        for (index_t g = 0; g < p.groups; ++g) {
+            const float* dyg = dy + n * ys + g * Kg * p.Ho * p.Wo;
+            float* dxg = dx + n * xs + g * Cg * p.H * p.W;
+            const float* Ug = U + g * 16 * index_t(su);
+#pragma omp parallel
+            {
+                const index_t nt = omp_get_num_threads(), th = omp_get_thread_num();
+#pragma omp for schedule(static)
+                for (index_t y = 0; y < s.Dh; ++y) pad_channels_last(p, s, dyg, y, y + 1, D);
+                // (the barrier: every thread's tiles read rows the others wrote)
+                if (phase_scratch.size() < std::size_t(s.scratch()))
+                    phase_scratch.resize(std::size_t(s.scratch()));
+                float* V = phase_scratch.data();
+                float* C = V + 16 * s.vstep;
+                float* P = C + 16 * s.cstep;
+                const index_t r0 = s.th * th / nt, r1 = s.th * (th + 1) / nt;
+                for (index_t ty0 = r0; ty0 < r1; ty0 += s.R) {
+                    const index_t ty1 = std::min(r1, ty0 + s.R), tiles = (ty1 - ty0) * s.tw;
+                    input_tiles(s, D, ty0, ty1, V);
+                    for (index_t e = 0; e < 16; ++e)
+                        sgemm_packed_b(tiles, s.Mp, s.Kp, V + e * s.vstep, s.Kp, Ug + e * su,
+                                       C + e * s.cstep, s.Mp);
+                    output_tiles(s, C, ty0, ty1, P);
+                    scatter_rows(p, q, s, P, 2 * ty0, 2 * ty1, dxg);
+                }
+            }
+        }
 }
 
 }  // namespace invert_native

@@ -21,4 +21,17 @@ void winograd_conv2d_forward(const Conv2dParams& p, const float* x, const float*
 void winograd_conv2d_backward(const Conv2dParams& p, const float* dy, const float* w, float* dx,
                               float* workspace);
 
+// A strided layer's backward by phases (conv2d.cpp), as one Winograd 3x3
+// correlation of dy: strides, taps per phase along each axis, and the phase
+// grid (rows [t0, t0 + Tt), columns [s0, s0 + Tw)).
+struct PhaseGrid {
+    index_t sh, sw, Ph, Qw, t0, Tt, s0, Tw;
+};
+// Whether it applies: 3 taps a phase along both axes and enough channels.
+bool winograd_phases_usable(const Conv2dParams& p, const PhaseGrid& q);
+std::size_t winograd_phases_workspace_size(const Conv2dParams& p, const PhaseGrid& q);
+// dx of the layer p from dy; workspace: winograd_phases_workspace_size floats.
+void winograd_phases_backward(const Conv2dParams& p, const PhaseGrid& q, const float* dy,
+                              const float* w, float* dx, float* workspace);
+
 }  // namespace invert_native

@@ -29,6 +29,10 @@ void sgemm_avx512_gemm_buffers(index_t M, index_t N, index_t K, index_t threads,
 void sgemm_avx512(bool ta, bool tb, index_t M, index_t N, index_t K, float alpha, const float* A,
                   index_t lda, const float* B, index_t ldb, const float* const* brows, float beta,
                   float* C, index_t ldc, index_t threads, float* Ap, float* Bp);
+void sgemm_avx512_pack_b(index_t K, index_t N, const float* B, index_t ldb, bool trans,
+                         float* Bp);
+void sgemm_avx512_packed_b(index_t M, index_t N, index_t K, const float* A, index_t lda,
+                           const float* Bp, float* C, index_t ldc);
 
 namespace {
 
@@ -101,6 +105,27 @@ void sgemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, float al
 void sgemm_rows(bool trans_a, index_t M, index_t N, index_t K, float alpha, const float* A,
                 index_t lda, const float* const* brows, float beta, float* C, index_t ldc) {
     sgemm_any(trans_a, false, M, N, K, alpha, A, lda, nullptr, 0, brows, beta, C, ldc);
+}
+
+std::size_t sgemm_packed_b_floats(index_t K, index_t N) {
+    const index_t NR = use_avx512() ? Tile<16>::NR : Tile<8>::NR;
+    return std::size_t((N + NR - 1) / NR * NR * K);
+}
+
+void sgemm_pack_b(index_t K, index_t N, const float* B, index_t ldb, bool trans, float* Bp) {
+    if (use_avx512())
+        sgemm_avx512_pack_b(K, N, B, ldb, trans, Bp);
+    else
+        pack_b_whole<8>(K, N, B, ldb, trans, Bp);
+}
+
+void sgemm_packed_b(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* Bp,
+                    float* C, index_t ldc) {
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    if (use_avx512())
+        sgemm_avx512_packed_b(M, N, K, A, lda, Bp, C, ldc);
+    else
+        sgemm_packed_b_impl<8>(M, N, K, A, lda, Bp, C, ldc);
 }
 
 void set_num_threads(int n) {

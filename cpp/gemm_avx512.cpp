@@ -16,6 +16,14 @@ void sgemm_avx512(bool ta, bool tb, index_t M, index_t N, index_t K, float alpha
     sgemm_run<16>(ta, BSource{B, ldb, tb, brows}, M, N, K, alpha, A, lda, beta, C, ldc, threads,
                   Ap, Bp);
 }
+void sgemm_avx512_pack_b(index_t K, index_t N, const float* B, index_t ldb, bool trans,
+                         float* Bp) {
+    pack_b_whole<16>(K, N, B, ldb, trans, Bp);
+}
+void sgemm_avx512_packed_b(index_t M, index_t N, index_t K, const float* A, index_t lda,
+                           const float* Bp, float* C, index_t ldc) {
+    sgemm_packed_b_impl<16>(M, N, K, A, lda, Bp, C, ldc);
+}
 #else
 bool sgemm_avx512_built() { return false; }
 void sgemm_avx512_gemm_buffers(index_t, index_t, index_t, index_t, index_t* a, index_t* b) {
@@ -24,6 +32,9 @@ void sgemm_avx512_gemm_buffers(index_t, index_t, index_t, index_t, index_t* a, i
 void sgemm_avx512(bool, bool, index_t, index_t, index_t, float, const float*, index_t,
                   const float*, index_t, const float* const*, float, float*, index_t, index_t,
                   float*, float*) {}
+void sgemm_avx512_pack_b(index_t, index_t, const float*, index_t, bool, float*) {}
+void sgemm_avx512_packed_b(index_t, index_t, index_t, const float*, index_t, const float*, float*,
+                           index_t) {}
 #endif
 
 }  // namespace invert_native

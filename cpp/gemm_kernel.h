@@ -412,5 +412,45 @@ __attribute__((always_inline)) inline void sgemm_run(bool trans_a, const BSource
         sgemm_blocked<VW>(trans_a, bsrc, M, N, K, alpha, A, lda, beta, C, ldc, Ap, Bp);
 }
 
+// B [K, N] (op(B) = B^T when trans) packed once for sgemm_packed_b: panel q
+// (columns [q*NR, q*NR + NR), zero past N) at q * K * NR, stored k-major.
+template <int VW>
+void pack_b_whole(index_t K, index_t N, const float* B, index_t ldb, bool trans, float* Bp) {
+    constexpr index_t NR = Tile<VW>::NR;
+    const BSource src{B, ldb, trans, nullptr};
+    for (index_t q = 0; q * NR < N; ++q)
+        pack_b_panel<NR>(src, 0, K, q * NR, imin_(NR, N - q * NR), Bp + q * K * NR);
+}
+
+// C[M, N] = A[M, K] @ B on the calling thread, A read in place (rows lda
+// apart), B packed by pack_b_whole: for the many small products that one
+// thread makes in a row (Winograd's, tile block by tile block), with no
+// packing of B and no OpenMP at all.
+template <int VW>
+void sgemm_packed_b_impl(index_t M, index_t N, index_t K, const float* A, index_t lda,
+                         const float* Bp, float* C, index_t ldc) {
+    using T = Tile<VW>;
+    constexpr index_t MR = T::MR, NR = T::NR, KC = T::KC;
+    alignas(64) float ap[MR * KC];  // a partial last row panel, packed
+    for (index_t p0 = 0; p0 < K; p0 += KC) {
+        const index_t kc = imin_(KC, K - p0);
+        const float beta = p0 == 0 ? 0.0f : 1.0f;
+        for (index_t i = 0; i < M; i += MR) {
+            const index_t mr = imin_(MR, M - i);
+            if (mr < MR) pack_a_panel<MR>(A, lda, false, i, mr, p0, kc, ap);
+            for (index_t j = 0; j < N; j += NR) {
+                const PackedPanel<NR> b{Bp + j * K + p0 * NR};
+                const index_t nr = imin_(NR, N - j);
+                if (mr < MR)
+                    micro_kernel<VW, false>(kc, ap, MR, b, C + i * ldc + j, ldc, mr, nr, 1.0f,
+                                            beta);
+                else
+                    micro_kernel<VW, true>(kc, A + i * lda + p0, lda, b, C + i * ldc + j, ldc,
+                                           mr, nr, 1.0f, beta);
+            }
+        }
+    }
+}
+
 }  // namespace
 }  // namespace invert_native

@@ -128,6 +128,14 @@ PHASES = [
     # short phases along both axes (8 taps at stride 3: 3, 3, 2; 7 at stride 2: 4, 3) and
     # 24 phases a group: row panels that mix the tap classes
     ("phases-8x7-stride3x2-groups2", 2, 8, 100, 80, 6, (8, 7), (3, 2), (1, 2), 2, True),
+    # 3 taps a phase along both axes and >= 32 dy channels a group: backward by Winograd on
+    # the phases (conv2d_winograd.cpp; conv1 above too). Channels and phases that are not
+    # multiples of 8 (36 and 18 a group; 33 and 16), padding that moves the phase grid
+    # (t0 = 2, and 3 past the kernel's reach), odd and even phase grids
+    ("phases-winograd-6x9-stride2x3-groups2", 2, 6, 70, 101, 72, (6, 9), (2, 3), (3, 4), 2, True),
+    ("phases-winograd-12x12-stride4-pad7", 1, 1, 150, 131, 33, (12, 12), 4, 7, 1, True),
+    ("phases-winograd-11x11-pad10x9", 1, 3, 130, 120, 32, (11, 11), 4, (10, 9), 1, False),
+    ("phases-winograd-6x6-stride2-pad7", 1, 4, 60, 64, 32, (6, 6), 2, 7, 1, True),
     # stride 1, a batch of >= 512 row-padded outputs an image: forward on shifted rows of
     # the padded input (the same bits as im2col), backward by im2col
     ("rows-stride1-5x5-batch3-groups2", 3, 6, 30, 28, 8, (5, 5), 1, 2, 2, True),
@@ -229,7 +237,7 @@ def test_repeated_calls_reuse_workspace_safely(rng):
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[16], CAFFENET[0], CAFFENET[1], CAFFENET[4],
-                                  PHASES[1]], ids=lambda c: c[0])
+                                  PHASES[1], PHASES[9]], ids=lambda c: c[0])
 def test_results_do_not_depend_on_thread_count(rng, case):
     # conv2 and conv4 (2 groups) at 2 threads run their groups side by side, at 1 and 3 not
     x, w, b, stride, padding, groups = make(rng, case)

@@ -126,3 +126,79 @@ def test_switch_off_gives_the_im2col_path(rng):
     for off in ("0", "1"):
         res[off] = run_python(script, env={"INVERT_NATIVE_NO_WINOGRAD": off}).strip()
     assert res == {"0": "0", "1": "1"}
+
+
+# ---- backward of a strided layer by phases (conv2d_winograd.cpp, "Backward of a strided
+# layer by phases"): 3 taps a phase along both axes, >= 32 dy channels a group, >= 16 phases
+# a group, and conv2d.cpp's rule for backward by phases. The shapes themselves are in
+# test_conv2d.PHASES (float64, torch, AVX2 tile, batch vs alone, thread counts).
+def phases_winograd(kernel, stride, padding, C, K, groups):
+    """Whether conv2d_backward takes that path (the C++ rules, restated)."""
+    (kh, kw), (sh, sw) = kernel, stride
+    Ph, Qw = -(-kh // sh), -(-kw // sw)
+    return ((sh, sw) != (1, 1) and 4 * kh * kw >= 3 * sh * Ph * sw * Qw and Ph == 3 and Qw == 3
+            and K // groups >= 32 and C // groups * sh * sw >= 16)
+
+
+CONV1 = dict(C=3, K=96, kernel=(11, 11), stride=(4, 4), padding=0, groups=1)
+
+
+def conv1_problem(rng, N=1):
+    x = f32(rng.standard_normal((N, 3, 227, 227)))
+    w = f32(rng.standard_normal((96, 3, 11, 11)) / np.sqrt(363))
+    dy = f32(rng.standard_normal((N, 96, 55, 55)))
+    return x, w, dy
+
+
+def test_conv1_backward_takes_the_phase_path_and_keeps_float32_accuracy(rng, tmp_path):
+    """conv1's backward by Winograd on its 48 phases: its error against float64 stays within
+    a few times that of the SGEMM path by phases (INVERT_NATIVE_NO_WINOGRAD=1, fresh process)."""
+    assert phases_winograd(**{k: CONV1[k] for k in ("kernel", "stride", "padding", "C", "K",
+                                                     "groups")})
+    x, w, dy = conv1_problem(rng)
+    ref = ref_conv2d_backward(dy, w, x.shape, 4, 0, 1)
+    wino = ops.conv2d_backward(dy, w, x.shape, 4, 0, 1)
+    src, out = tmp_path / "in.npz", tmp_path / "out.npy"
+    np.savez(src, dy=dy, w=w)
+    run_python("import sys, numpy as np; from invert_native import ops\n"
+               "d = np.load(sys.argv[1]); np.save(sys.argv[2], "
+               "ops.conv2d_backward(d['dy'], d['w'], (1, 3, 227, 227), 4, 0, 1))\n",
+               src, out, env={"INVERT_NATIVE_NO_WINOGRAD": "1"})
+    sgemm = np.load(out)
+    assert not np.array_equal(wino, sgemm)  # two different paths
+    e_w, e_s = np.abs(wino - ref).max(), np.abs(sgemm - ref).max()
+    assert e_w <= 4 * e_s + 1e-7, (e_w, e_s)
+    assert e_w / np.abs(ref).max() < 2e-6
+
+
+def test_phase_filters_follow_weights_changed_in_place(rng):
+    """The phases' filter transforms are cached per weight array, apart from the 3x3 path's,
+    and checked bit for bit: a weight changed in place is seen."""
+    x, w, dy = conv1_problem(rng)
+    dx0 = ops.conv2d_backward(dy, w, x.shape, 4, 0, 1)
+    w[7, 1, 10, 3] += 0.5  # a tap of phase (a, b) = (2, 3), its last row (u = 0)
+    dx1 = ops.conv2d_backward(dy, w, x.shape, 4, 0, 1)
+    assert_close(dx1, ref_conv2d_backward(dy, w, x.shape, 4, 0, 1), rtol=2e-5, what="dx")
+    assert not np.array_equal(dx0, dx1)
+    w[:] = -w
+    assert_close(ops.conv2d_backward(dy, w, x.shape, 4, 0, 1), -dx1, rtol=1e-6, what="-dx")
+
+
+def test_phase_path_leaves_inputs_alone_and_any_thread_count_agrees(rng):
+    x, w, dy = conv1_problem(rng, N=3)
+    w0, dy0 = w.copy(), dy.copy()
+    before = invert_native.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2, 3, 5):
+            invert_native.set_num_threads(n)
+            out.append(ops.conv2d_backward(dy, w, x.shape, 4, 0, 1))
+    finally:
+        invert_native.set_num_threads(before)
+    for dx in out[1:]:
+        np.testing.assert_array_equal(dx, out[0])
+    np.testing.assert_array_equal(w, w0)
+    np.testing.assert_array_equal(dy, dy0)
+    # an image of the batch alone: the same bits
+    np.testing.assert_array_equal(ops.conv2d_backward(dy[1:2], w, (1, 3, 227, 227), 4, 0, 1),
+                                  out[0][1:2])
