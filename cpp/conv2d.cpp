@@ -1,11 +1,12 @@
 // conv2d forward and backward-to-input on the CPU.
 //
-// 3x3 stride-1 layers with enough channels and output tiles in the call go
+// 3x3 stride-1 layers with enough channels and output tiles an image go
 // through Winograd's F(2x2, 3x3) instead (conv2d_winograd.cpp: CaffeNet
-// conv3-conv5 with 2 or more restarts). Strided layers with large outputs
-// (CaffeNet conv1) run by phases: SGEMMs on row pointers into the input's
-// phase planes, or into the padded dy, with no column buffer and no col2im
-// (see "Strided convolutions by phases" below); so does the forward of a
+// conv3-conv5). Strided layers with large outputs (CaffeNet conv1) run by
+// phases: SGEMMs on row pointers into the input's phase planes, or into the
+// padded dy, with no column buffer and no col2im, and conv1's backward by
+// Winograd on its phases (see "Strided convolutions by phases" below); so
+// does the forward of a
 // batch through a stride-1 layer of >= 512 row-padded outputs (CaffeNet conv2
 // with restarts). Everything else as follows.
 //

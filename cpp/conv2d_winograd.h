@@ -1,5 +1,6 @@
-// Winograd F(2x2, 3x3) for the CPU's 3x3, stride-1 convolutions (internal to
-// the core; conv2d.cpp chooses it). See conv2d_winograd.cpp.
+// Winograd F(2x2, 3x3) for the CPU's 3x3, stride-1 convolutions and strided
+// layers' backward by phases (internal to the core; conv2d.cpp chooses it).
+// See conv2d_winograd.cpp.
 #pragma once
 
 #include <cstddef>

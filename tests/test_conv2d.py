@@ -279,25 +279,20 @@ def test_concurrent_calls_from_python_threads(rng):
 
 def uses_winograd(N, C, H, W, K, kernel, stride, padding, groups):
     """conv2d.cpp's choice (conv2d_winograd.cpp): 3x3, stride 1, padding <= 2, >= 32 channels
-    a group each side, >= 96 tiles of 2x2 outputs in the call."""
+    a group each side, >= 16 tiles of 2x2 outputs an image (never depends on N)."""
     (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
     Ho, Wo = H + 2 * ph - 2, W + 2 * pw - 2
     return (tuple(kernel) == (3, 3) and (sh, sw) == (1, 1) and max(ph, pw) <= 2
-            and C // groups >= 32 and K // groups >= 32 and min(Ho, Wo) >= 2
-            and N * ((Ho + 1) // 2) * ((Wo + 1) // 2) >= 96)
+            and C // groups >= 32 and K // groups >= 32 and min(Ho, Wo) >= 1
+            and ((Ho + 1) // 2) * ((Wo + 1) // 2) >= 16)
 
 
 @pytest.mark.parametrize("case", [c for c in ALL if c[1] > 1], ids=lambda c: c[0])
 def test_a_batch_computes_each_image_as_alone(rng, case):
-    # chunking the batch into one SGEMM must not change a single bit of any image's result;
-    # a batch that takes Winograd's path where the image alone does not (too few tiles)
-    # differs from it in float32 rounding only
+    # chunking the batch into one SGEMM, or Winograd's tiles into blocks, must not change a
+    # single bit of any image's result (no path choice looks at the batch size)
     x, w, b, stride, padding, groups = make(rng, case)
-    N, C, H, W = x.shape
-    exact = (uses_winograd(N, C, H, W, w.shape[0], w.shape[2:], stride, padding, groups)
-             == uses_winograd(1, C, H, W, w.shape[0], w.shape[2:], stride, padding, groups))
-    same = np.testing.assert_array_equal if exact else (
-        lambda a, b: assert_close(a, b, rtol=2e-5, what="batch vs alone"))
+    same = np.testing.assert_array_equal
     y = ops.conv2d_forward(x, w, b, stride, padding, groups)
     dy = f32(rng.standard_normal(y.shape))
     dx = ops.conv2d_backward(dy, w, x.shape, stride, padding, groups)

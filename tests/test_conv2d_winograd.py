@@ -1,7 +1,7 @@
 """conv2d's Winograd F(2x2, 3x3) path (conv2d_winograd.cpp: 3x3 stride-1 layers with >= 32
-channels a group each side and >= 96 output tiles in the call) against float64 NumPy and
-PyTorch autograd, its filter-transform cache against weights changed in place, and its
-determinism."""
+channels a group each side and >= 16 output tiles an image; strided layers' backward by phases)
+against float64 NumPy and PyTorch autograd, its filter-transform cache against weights changed
+in place, and its determinism."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,12 +15,15 @@ from test_conv2d import ref_conv2d_backward, ref_conv2d_forward, uses_winograd
 # (id, N, C, H, W, K, padding, groups)
 CASES = [
     ("caffenet-conv3-batch8", 8, 256, 13, 13, 384, 1, 1),
+    ("caffenet-conv5", 1, 384, 13, 13, 256, 1, 2),
     ("caffenet-conv5-batch2", 2, 384, 13, 13, 256, 1, 2),
     ("pad0-even", 3, 32, 18, 18, 48, 0, 1),
     ("pad2-odd-rect", 2, 40, 15, 21, 33, 2, 1),
     ("pad-rows-only", 4, 64, 12, 9, 64, (1, 0), 2),
-    ("one-image-large", 1, 32, 40, 37, 32, 1, 1),      # > 512 tiles: several passes
-    ("tiny-plane", 100, 32, 4, 4, 40, 0, 1),            # 2x2 outputs: one tile an image
+    ("one-image-large", 1, 32, 40, 37, 32, 1, 1),      # 19x20 tiles: several blocks a thread
+    ("smallest-plane", 3, 32, 9, 9, 40, 0, 1),          # 7x7 outputs: the 16 tiles the rule needs
+    ("wide-rows", 1, 32, 5, 300, 32, 1, 1),             # 150 tiles a row: blocks of one row
+    ("channels-not-multiples-of-8", 2, 36, 11, 10, 35, 1, 1),
 ]
 
 
@@ -54,16 +57,37 @@ def test_matches_float64_and_torch(rng, case):
     assert_close(dx, xt.grad.numpy(), rtol=2e-5, what="dx vs torch")
 
 
-def test_error_is_float32_rounding(rng):
+def im2col_result(tmp_path, name, expr, **arrays):
+    """``expr`` (Python, over ``ops`` and the arrays by name) evaluated in a fresh process with
+    INVERT_NATIVE_NO_WINOGRAD=1: the path without Winograd (im2col, or conv1's SGEMMs by phases)."""
+    src, out = tmp_path / f"{name}-in.npz", tmp_path / f"{name}-out.npy"
+    np.savez(src, **arrays)
+    run_python("import sys, numpy as np; from invert_native import ops\n"
+               "globals().update(np.load(sys.argv[1]))\n"
+               f"np.save(sys.argv[2], {expr})\n",
+               src, out, env={"INVERT_NATIVE_NO_WINOGRAD": "1"})
+    return np.load(out)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=[CASES[0][0], CASES[1][0]])
+def test_error_is_float32_rounding(rng, tmp_path, case):
     """Winograd's error against float64 stays within a few times the im2col path's."""
-    x, w, b, padding, groups = make(rng, CASES[0])
-    ref = ref_conv2d_forward(x, w, b, 1, padding, groups)
-    wino = ops.conv2d_forward(x, w, b, 1, padding, groups)
-    direct = np.concatenate([ops.conv2d_forward(x[n:n + 1], w, b, 1, padding, groups)
-                             for n in range(x.shape[0])])  # one image: the im2col path
-    e_w, e_d = np.abs(wino - ref).max(), np.abs(direct - ref).max()
-    assert e_w <= 4 * e_d + 1e-7, (e_w, e_d)
-    assert e_w / np.abs(ref).max() < 2e-6
+    x, w, b, padding, groups = make(rng, case)
+    y = ops.conv2d_forward(x, w, b, 1, padding, groups)
+    dy = f32(rng.standard_normal(y.shape))
+    dx = ops.conv2d_backward(dy, w, x.shape, 1, padding, groups)
+    hyper = f"1, {padding!r}, {groups}"
+    direct_y = im2col_result(tmp_path, "fwd", f"ops.conv2d_forward(x, w, b, {hyper})",
+                             x=x, w=w, b=b)
+    direct_dx = im2col_result(tmp_path, "bwd",
+                              f"ops.conv2d_backward(dy, w, {x.shape!r}, {hyper})", dy=dy, w=w)
+    for got, direct, ref in ((y, direct_y, ref_conv2d_forward(x, w, b, 1, padding, groups)),
+                             (dx, direct_dx, ref_conv2d_backward(dy, w, x.shape, 1, padding,
+                                                                 groups))):
+        assert not np.array_equal(got, direct)  # two different paths
+        e_w, e_d = np.abs(got - ref).max(), np.abs(direct - ref).max()
+        assert e_w <= 4 * e_d + 1e-7, (e_w, e_d)
+        assert e_w / np.abs(ref).max() < 2e-6
 
 
 def test_weights_changed_in_place_are_seen(rng):
@@ -112,8 +136,8 @@ def test_inputs_untouched_and_threads_agree(rng):
 
 
 def test_switch_off_gives_the_im2col_path(rng):
-    """INVERT_NATIVE_NO_WINOGRAD=1 (read at the first call): a batch then equals its images
-    computed alone bit for bit, as the im2col path does."""
+    """INVERT_NATIVE_NO_WINOGRAD=1 (read at the first call) changes the bits (another path),
+    not the function; a batch equals its images alone either way."""
     script = (
         "import numpy as np; from invert_native import ops\n"
         "r = np.random.default_rng(5)\n"
@@ -121,11 +145,11 @@ def test_switch_off_gives_the_im2col_path(rng):
         "w = (r.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32)\n"
         "y = ops.conv2d_forward(x, w, None, 1, 1, 1)\n"
         "alone = np.concatenate([ops.conv2d_forward(x[n:n+1], w, None, 1, 1, 1) for n in range(4)])\n"
-        "print(int(np.array_equal(y, alone)))\n")
-    res = {}
-    for off in ("0", "1"):
-        res[off] = run_python(script, env={"INVERT_NATIVE_NO_WINOGRAD": off}).strip()
-    assert res == {"0": "0", "1": "1"}
+        "print(int(np.array_equal(y, alone)), y.tobytes().hex()[:4096])\n")
+    res = {off: run_python(script, env={"INVERT_NATIVE_NO_WINOGRAD": off}).split()
+           for off in ("0", "1")}
+    assert res["0"][0] == res["1"][0] == "1"
+    assert res["0"][1] != res["1"][1]
 
 
 # ---- backward of a strided layer by phases (conv2d_winograd.cpp, "Backward of a strided
@@ -158,13 +182,8 @@ def test_conv1_backward_takes_the_phase_path_and_keeps_float32_accuracy(rng, tmp
     x, w, dy = conv1_problem(rng)
     ref = ref_conv2d_backward(dy, w, x.shape, 4, 0, 1)
     wino = ops.conv2d_backward(dy, w, x.shape, 4, 0, 1)
-    src, out = tmp_path / "in.npz", tmp_path / "out.npy"
-    np.savez(src, dy=dy, w=w)
-    run_python("import sys, numpy as np; from invert_native import ops\n"
-               "d = np.load(sys.argv[1]); np.save(sys.argv[2], "
-               "ops.conv2d_backward(d['dy'], d['w'], (1, 3, 227, 227), 4, 0, 1))\n",
-               src, out, env={"INVERT_NATIVE_NO_WINOGRAD": "1"})
-    sgemm = np.load(out)
+    sgemm = im2col_result(tmp_path, "conv1",
+                          "ops.conv2d_backward(dy, w, (1, 3, 227, 227), 4, 0, 1)", dy=dy, w=w)
     assert not np.array_equal(wino, sgemm)  # two different paths
     e_w, e_s = np.abs(wino - ref).max(), np.abs(sgemm - ref).max()
     assert e_w <= 4 * e_s + 1e-7, (e_w, e_s)
@@ -202,3 +221,35 @@ def test_phase_path_leaves_inputs_alone_and_any_thread_count_agrees(rng):
     # an image of the batch alone: the same bits
     np.testing.assert_array_equal(ops.conv2d_backward(dy[1:2], w, (1, 3, 227, 227), 4, 0, 1),
                                   out[0][1:2])
+
+
+def test_the_avx2_tile_gives_the_same_function(tmp_path):
+    """The products run on the SGEMM's register tile (12x32 with AVX-512, 6x16 with AVX2;
+    INVERT_NATIVE_NO_AVX512=1 in a fresh process takes the AVX2 one): forward and backward
+    match float64 on every layer case with either."""
+    script = (
+        "import sys, numpy as np; from invert_native import ops, _cpu\n"
+        "assert _cpu.sgemm_kernel().startswith('avx2'), _cpu.sgemm_kernel()\n"
+        "d = dict(np.load(sys.argv[1]))\n"
+        f"cases = {[(c[0], c[6], c[7]) for c in CASES]!r}\n"
+        "out = {}\n"
+        "for name, padding, groups in cases:\n"
+        "    x, w, b, dy = (d[name + k] for k in ('/x', '/w', '/b', '/dy'))\n"
+        "    out[name + '/y'] = ops.conv2d_forward(x, w, b, 1, padding, groups)\n"
+        "    out[name + '/dx'] = ops.conv2d_backward(dy, w, x.shape, 1, padding, groups)\n"
+        "np.savez(sys.argv[2], **out)\n")
+    rng = np.random.default_rng(12)
+    inputs, refs = {}, {}
+    for case in CASES:
+        x, w, b, padding, groups = make(rng, case)
+        dy = f32(rng.standard_normal(ops.conv2d_forward(x, w, b, 1, padding, groups).shape))
+        inputs.update({case[0] + "/x": x, case[0] + "/w": w, case[0] + "/b": b,
+                       case[0] + "/dy": dy})
+        refs[case[0] + "/y"] = ref_conv2d_forward(x, w, b, 1, padding, groups)
+        refs[case[0] + "/dx"] = ref_conv2d_backward(dy, w, x.shape, 1, padding, groups)
+    src, dst = tmp_path / "in.npz", tmp_path / "out.npz"
+    np.savez(src, **inputs)
+    run_python(script, src, dst, env={"INVERT_NATIVE_NO_AVX512": "1"})
+    got = np.load(dst)
+    for name, ref in refs.items():
+        assert_close(got[name], ref, rtol=2e-5, what=f"{name} (AVX2 tile)")
