@@ -538,13 +538,26 @@ bool forward_by_phases(const Conv2dParams& p) {
     return p.Ho * p.Wo >= kChunkMaxColumns;
 }
 
+// Forward by phases through Winograd (conv2d_winograd.cpp) for a strided
+// layer whose phases have 3 taps along each axis (conv1).
+bool forward_by_winograd_phases(const Conv2dParams& p) {
+    return (p.stride_h > 1 || p.stride_w > 1) &&
+           winograd_phases_forward_usable(p, phase_grid(phases_of(p)));
+}
+
 std::size_t phases_forward_floats(const Conv2dParams& p) {
+    if (forward_by_winograd_phases(p))
+        return winograd_phases_forward_workspace_size(p, phase_grid(phases_of(p)));
     const PhasesFwd f = phases_fwd_of(p);
     return std::size_t(p.Cg() * f.sh * f.sw * f.plane() + f.Qw + p.Kg() * p.Ho * f.Wq);
 }
 
 void conv2d_forward_phases(const Conv2dParams& p, const float* x, const float* w, const float* b,
                            float* y, float* ws) {
+    if (forward_by_winograd_phases(p)) {
+        winograd_phases_forward(p, phase_grid(phases_of(p)), x, w, b, y, ws);
+        return;
+    }
     const PhasesFwd f = phases_fwd_of(p);
     const index_t Cg = p.Cg(), Kg = p.Kg(), CKK = Cg * p.kh * p.kw, HWo = p.Ho * p.Wo;
     const index_t xs = p.C * p.H * p.W, ys = p.K * HWo, cols = p.Ho * f.Wq;

@@ -231,11 +231,10 @@ inline void transpose8(const float* src, index_t ls, float* dst, index_t ld) {
 }
 #endif
 
-// D[y][x][k] = in[k, y - ph, x - pw] (0 outside, and for k >= Ci), row y.
+// Row y of D: row[x * Kp + k] = in[k, y - ph, x - pw] (0 outside, and for k >= Ci).
 // (A transpose of Ci rows of the input: by 8 x 8 blocks in registers, 3x
 // faster for conv1's dy than element by element.)
-void pad_channels_last(const ClWino& s, const float* in, index_t y, float* D) {
-    float* row = D + y * s.Dw * s.Kp;
+void pad_channels_last(const ClWino& s, const float* in, index_t y, float* row) {
     const index_t iy = y - s.ph;
     const index_t x0 = std::max<index_t>(0, s.pw), x1 = std::min(s.Dw, s.Wx + s.pw);
     if (iy < 0 || iy >= s.Hx || x1 <= x0) {
@@ -335,13 +334,14 @@ inline index_t cl_filter_floats(const ClWino& s) {
     return index_t(sgemm_packed_b_floats(s.Kp, s.Mp));
 }
 
-// Item i = n * groups + g: input at in + n * is + g * ig, filters of group g
-// at U + g * 16 * su; write(i, P, y0, y1) stores output rows [y0, y1) (rows
+// Item i = n * groups + g: fill(i, y, row) writes row y of its padded
+// channel-last input (Dw * Kp floats), the filters of group g are at
+// U + g * 16 * su; write(i, P, y0, y1) stores output rows [y0, y1) (rows
 // y >= Hy excluded by it) from P (row y at P + (y - y0) * 2 * tw * Mp, pixel x
 // at + x * Mp). D: passes of s.pass planes.
-template <class Write>
-void cl_run(const ClWino& s, index_t groups, const float* in, index_t is, index_t ig,
-            const float* U, index_t su, float* D, Write write) {
+template <class Fill, class Write>
+void cl_run(const ClWino& s, index_t groups, const float* U, index_t su, float* D, Fill fill,
+            Write write) {
     for (index_t i0 = 0; i0 < s.items; i0 += s.pass) {
         const index_t i1 = std::min(s.items, i0 + s.pass);
 #pragma omp parallel
@@ -350,8 +350,7 @@ void cl_run(const ClWino& s, index_t groups, const float* in, index_t is, index_
 #pragma omp for collapse(2) schedule(static)
             for (index_t i = i0; i < i1; ++i)
                 for (index_t y = 0; y < s.Dh; ++y)
-                    pad_channels_last(s, in + (i / groups) * is + (i % groups) * ig, y,
-                                      D + (i - i0) * s.plane());
+                    fill(i, y, D + (i - i0) * s.plane() + y * s.Dw * s.Kp);
             // (the barrier: every thread's tiles read rows the others wrote)
             if (cl_scratch.size() < std::size_t(s.scratch()))
                 cl_scratch.resize(std::size_t(s.scratch()));
@@ -449,6 +448,50 @@ void store_planes(const ClWino& s, const float* P, index_t y0, index_t y1, const
     }
 }
 
+// Forward of a strided layer by phases: with 3 taps a phase along each axis,
+// y is the 3x3 correlation, unpadded, of the input's Cg * sh * sw phase planes
+// xph[(c, a, b)][i, j] = x[c, sh*i + a - pad_h, sw*j + b - pw] with filters
+// g[k, (c, a, b)][u][v] = W[k, c, sh*u + a, sw*v + b] (zero past the kernel):
+// conv1's 121 taps as 16 multiply-adds per 2x2 outputs and phase (4 x 4 x 9
+// taps 2.25x fewer: 1.83x fewer than the 121).
+ClWino phases_forward_wino(const Conv2dParams& p, const PhaseGrid& q) {
+    return cl_wino(p.Cg() * q.sh * q.sw, p.Ho + 2, p.Wo + 2, p.Kg(), p.Ho, p.Wo, 0, 0,
+                   p.N * p.groups);
+}
+
+// Row y of the channel-last phase planes of one image's group xg: pixel j,
+// channel (c*sh + a)*sw + b holds x[c, sh*y + a - pad_h, sw*j + b - pad_w]
+// (0 outside): sw contiguous floats of an input row per (pixel, c, a).
+void fill_phase_row(const Conv2dParams& p, const PhaseGrid& q, const ClWino& s, const float* xg,
+                    index_t y, float* row) {
+    std::memset(row, 0, std::size_t(s.Dw * s.Kp) * sizeof(float));
+    // pixels j whose sw columns sw*j - pad_w + [0, sw) all lie in [0, W): [jl, jh)
+    const index_t jl = std::min(s.Dw, (p.pad_w + q.sw - 1) / q.sw);
+    const index_t last = p.W + p.pad_w - q.sw;  // sw*j <= last
+    const index_t jh = std::max(jl, last < 0 ? 0 : std::min(s.Dw, last / q.sw + 1));
+    for (index_t c = 0; c < p.Cg(); ++c)
+        for (index_t a = 0; a < q.sh; ++a) {
+            const index_t r = q.sh * y + a - p.pad_h;
+            if (r < 0 || r >= p.H) continue;
+            const float* src = xg + (c * p.H + r) * p.W - p.pad_w;
+            float* d = row + (c * q.sh + a) * q.sw;
+            auto edge = [&](index_t j) {
+                for (index_t b = 0; b < q.sw; ++b) {
+                    const index_t x = q.sw * j + b - p.pad_w;
+                    if (x >= 0 && x < p.W) d[j * s.Kp + b] = src[q.sw * j + b];
+                }
+            };
+            for (index_t j = 0; j < jl; ++j) edge(j);
+            if (q.sw == 4)  // conv1: one 16-byte move a pixel
+                for (index_t j = jl; j < jh; ++j)
+                    std::memcpy(d + j * s.Kp, src + 4 * j, 4 * sizeof(float));
+            else
+                for (index_t j = jl; j < jh; ++j)
+                    for (index_t b = 0; b < q.sw; ++b) d[j * s.Kp + b] = src[q.sw * j + b];
+            for (index_t j = jh; j < s.Dw; ++j) edge(j);
+        }
+}
+
 ClWino forward_shape(const Conv2dParams& p) {
     return cl_wino(p.Cg(), p.H, p.W, p.Kg(), p.Ho, p.Wo, p.pad_h, p.pad_w, p.N * p.groups);
 }
@@ -491,10 +534,57 @@ void winograd_phases_backward(const Conv2dParams& p, const PhaseGrid& q, const f
         }
     });
     const index_t xs = p.C * p.H * p.W;
-    cl_run(s, p.groups, dy, p.K * p.Ho * p.Wo, Kg * p.Ho * p.Wo, U, su, workspace,
+    const index_t ys = p.K * p.Ho * p.Wo, yg = Kg * p.Ho * p.Wo;
+    cl_run(s, p.groups, U, su, workspace,
+           [&](index_t i, index_t y, float* row) {
+               pad_channels_last(s, dy + (i / p.groups) * ys + (i % p.groups) * yg, y, row);
+           },
            [&](index_t i, const float* P, index_t t0, index_t t1) {
                scatter_rows(p, q, s, P, t0, t1,
                             dx + (i / p.groups) * xs + (i % p.groups) * Cg * p.H * p.W);
+           });
+}
+
+bool winograd_phases_forward_usable(const Conv2dParams& p, const PhaseGrid& q) {
+    static const bool off = env_flag("INVERT_NATIVE_NO_WINOGRAD");
+    return !off && q.Ph == 3 && q.Qw == 3 && p.Kg() >= kMinChannels &&
+           p.Cg() * q.sh * q.sw >= 16 && 4 * p.kh * p.kw >= 3 * 9 * q.sh * q.sw;
+}
+
+std::size_t winograd_phases_forward_workspace_size(const Conv2dParams& p, const PhaseGrid& q) {
+    const ClWino s = phases_forward_wino(p, q);
+    return std::size_t(s.pass * s.plane());
+}
+
+void winograd_phases_forward(const Conv2dParams& p, const PhaseGrid& q, const float* x,
+                             const float* w, const float* b, float* y, float* workspace) {
+    const ClWino s = phases_forward_wino(p, q);
+    const index_t Kg = p.Kg(), Cg = p.Cg(), su = cl_filter_floats(s);
+    const index_t mode[4] = {q.sh, q.sw, q.Ph, -q.Qw};  // (backward's: {sh, sw, Ph, Qw})
+    const float* U = cached_filters(p, w, mode, su, [&](float* U) {
+        for (index_t g = 0; g < p.groups; ++g) {
+            const float* wg = w + g * Kg * Cg * p.kh * p.kw;
+            cl_filters(s,
+                       [&](index_t k, index_t i, int u, int v) {
+                           const index_t c = i / (q.sh * q.sw), a = i / q.sw % q.sh;
+                           const index_t bb = i % q.sw;
+                           const index_t ku = q.sh * u + a, kv = q.sw * v + bb;
+                           return ku < p.kh && kv < p.kw
+                                      ? wg[((k * Cg + c) * p.kh + ku) * p.kw + kv]
+                                      : 0.0f;
+                       },
+                       U + g * 16 * su, su);
+        }
+    });
+    const index_t xs = p.C * p.H * p.W, xg = Cg * p.H * p.W, HWo = p.Ho * p.Wo;
+    cl_run(s, p.groups, U, su, workspace,
+           [&](index_t i, index_t yy, float* row) {
+               fill_phase_row(p, q, s, x + (i / p.groups) * xs + (i % p.groups) * xg, yy, row);
+           },
+           [&](index_t i, const float* P, index_t y0, index_t y1) {
+               const index_t g = i % p.groups;
+               store_planes(s, P, y0, y1, b ? b + g * Kg : nullptr,
+                            y + (i / p.groups) * p.K * HWo + g * Kg * HWo);
            });
 }
 
@@ -536,7 +626,11 @@ void winograd_conv2d_forward(const Conv2dParams& p, const float* x, const float*
         }
     });
     const index_t HWo = p.Ho * p.Wo;
-    cl_run(s, p.groups, x, p.C * p.H * p.W, Cg * p.H * p.W, U, su, workspace,
+    const index_t xs = p.C * p.H * p.W, xg = Cg * p.H * p.W;
+    cl_run(s, p.groups, U, su, workspace,
+           [&](index_t i, index_t yy, float* row) {
+               pad_channels_last(s, x + (i / p.groups) * xs + (i % p.groups) * xg, yy, row);
+           },
            [&](index_t i, const float* P, index_t y0, index_t y1) {
                const index_t g = i % p.groups;
                store_planes(s, P, y0, y1, b ? b + g * Kg : nullptr,
@@ -561,7 +655,11 @@ void winograd_conv2d_backward(const Conv2dParams& p, const float* dy, const floa
         }
     });
     const index_t HW = p.H * p.W;
-    cl_run(s, p.groups, dy, p.K * p.Ho * p.Wo, Kg * p.Ho * p.Wo, U, su, workspace,
+    const index_t ys = p.K * p.Ho * p.Wo, yg = Kg * p.Ho * p.Wo;
+    cl_run(s, p.groups, U, su, workspace,
+           [&](index_t i, index_t y, float* row) {
+               pad_channels_last(s, dy + (i / p.groups) * ys + (i % p.groups) * yg, y, row);
+           },
            [&](index_t i, const float* P, index_t y0, index_t y1) {
                store_planes(s, P, y0, y1, nullptr,
                             dx + (i / p.groups) * p.C * HW + (i % p.groups) * Cg * HW);

@@ -35,4 +35,12 @@ std::size_t winograd_phases_workspace_size(const Conv2dParams& p, const PhaseGri
 void winograd_phases_backward(const Conv2dParams& p, const PhaseGrid& q, const float* dy,
                               const float* w, float* dx, float* workspace);
 
+// A strided layer's forward by phases as one Winograd 3x3 correlation of the
+// input's phase planes (3 taps a phase along both axes, zero taps at most a
+// quarter, enough channels).
+bool winograd_phases_forward_usable(const Conv2dParams& p, const PhaseGrid& q);
+std::size_t winograd_phases_forward_workspace_size(const Conv2dParams& p, const PhaseGrid& q);
+void winograd_phases_forward(const Conv2dParams& p, const PhaseGrid& q, const float* x,
+                             const float* w, const float* b, float* y, float* workspace);
+
 }  // namespace invert_native

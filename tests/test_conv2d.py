@@ -302,10 +302,11 @@ def test_a_batch_computes_each_image_as_alone(rng, case):
                                               groups))
 
 def test_phases_switch_off_gives_the_im2col_path(tmp_path):
-    """INVERT_NATIVE_NO_PHASES=1 (read at the first call) sends conv1 through im2col. Forward
-    reads the same column matrix in the same order either way: the same bits. Backward sums
-    in a different order (no col2im, zero taps): it differs in the last bits, and both match
-    float64."""
+    """INVERT_NATIVE_NO_PHASES=1 (read at the first call) sends conv1 through im2col. With
+    Winograd off too (INVERT_NATIVE_NO_WINOGRAD=1), forward by phases reads the same column
+    matrix in the same order as im2col: the same bits. Backward by phases sums in a different
+    order (no col2im, zero taps), and Winograd (the default for conv1, both ways) in yet
+    another: they differ in the last bits, and all match float64."""
     script = (
         "import sys, numpy as np; from invert_native import ops\n"
         "r = np.random.default_rng(7)\n"
@@ -314,26 +315,32 @@ def test_phases_switch_off_gives_the_im2col_path(tmp_path):
         "y = ops.conv2d_forward(x, w, None, 4, 0, 1)\n"
         "dy = r.standard_normal(y.shape).astype(np.float32)\n"
         "np.savez(sys.argv[1], x=x, w=w, dy=dy, y=y, dx=ops.conv2d_backward(dy, w, x.shape, 4, 0, 1))\n")
+    configs = {"default": {}, "phases": {"INVERT_NATIVE_NO_WINOGRAD": "1"},
+               "im2col": {"INVERT_NATIVE_NO_PHASES": "1", "INVERT_NATIVE_NO_WINOGRAD": "1"}}
     out = {}
-    for off in ("0", "1"):
-        path = tmp_path / f"off{off}.npz"
-        run_python(script, path, env={"INVERT_NATIVE_NO_PHASES": off})
-        out[off] = np.load(path)
-    x, w, dy = out["0"]["x"], out["0"]["w"], out["0"]["dy"]
+    for name, env in configs.items():
+        path = tmp_path / f"{name}.npz"
+        run_python(script, path, env={"INVERT_NATIVE_NO_PHASES": None,
+                                      "INVERT_NATIVE_NO_WINOGRAD": None, **env})
+        out[name] = np.load(path)
+    x, w, dy = out["default"]["x"], out["default"]["w"], out["default"]["dy"]
     y_ref = ref_conv2d_forward(x, w, None, 4, 0, 1)
     dx_ref = ref_conv2d_backward(dy, w, x.shape, 4, 0, 1)
-    for off in ("0", "1"):
-        assert_close(out[off]["y"], y_ref, what=f"y, NO_PHASES={off}")
-        assert_close(out[off]["dx"], dx_ref, what=f"dx, NO_PHASES={off}")
-    np.testing.assert_array_equal(out["0"]["y"], out["1"]["y"])
-    assert not np.array_equal(out["0"]["dx"], out["1"]["dx"])
+    for name in configs:
+        assert_close(out[name]["y"], y_ref, what=f"y, {name}")
+        assert_close(out[name]["dx"], dx_ref, what=f"dx, {name}")
+    np.testing.assert_array_equal(out["phases"]["y"], out["im2col"]["y"])
+    assert not np.array_equal(out["default"]["y"], out["phases"]["y"])
+    assert not np.array_equal(out["phases"]["dx"], out["im2col"]["dx"])
+    assert not np.array_equal(out["default"]["dx"], out["phases"]["dx"])
 
 
-def test_phases_backward_with_the_avx2_tile(tmp_path):
+def test_phases_with_the_avx2_tile(tmp_path):
     """Backward by phases cuts its phases into the SGEMM's row panels (12 rows with AVX-512,
-    6 with AVX2) and gives each panel only the tap pairs its rows need, so the two tiles
-    group the product differently; INVERT_NATIVE_NO_AVX512=1 in a fresh process takes the
-    AVX2 one. Both match float64 on every phase case."""
+    6 with AVX2) and gives each panel only the tap pairs its rows need, and Winograd on the
+    phases (both ways) runs its products on the same tiles, so the two tiles group the
+    products differently; INVERT_NATIVE_NO_AVX512=1 in a fresh process takes the AVX2 one.
+    Both match float64 on every phase case, forward and backward."""
     cases = [c for c in PHASES if c[0].startswith("phases-")]
     script = (
         "import sys, numpy as np; from invert_native import ops, _cpu\n"
@@ -342,8 +349,10 @@ def test_phases_backward_with_the_avx2_tile(tmp_path):
         f"cases = {[(c[0], c[7], c[8], c[9]) for c in cases]!r}\n"
         "out = {}\n"
         "for name, stride, padding, groups in cases:\n"
-        "    out[name] = ops.conv2d_backward(d[name + '/dy'], d[name + '/w'], d[name + '/x'].shape,\n"
-        "                                    stride, padding, groups)\n"
+        "    out[name + '/dx'] = ops.conv2d_backward(d[name + '/dy'], d[name + '/w'],\n"
+        "                                            d[name + '/x'].shape, stride, padding, groups)\n"
+        "    out[name + '/y'] = ops.conv2d_forward(d[name + '/x'], d[name + '/w'], None, stride,\n"
+        "                                          padding, groups)\n"
         "np.savez(sys.argv[2], **out)\n")
     rng = np.random.default_rng(11)
     inputs, refs = {}, {}
@@ -351,10 +360,11 @@ def test_phases_backward_with_the_avx2_tile(tmp_path):
         x, w, b, stride, padding, groups = make(rng, case)
         dy = f32(rng.standard_normal(ops.conv2d_forward(x, w, b, stride, padding, groups).shape))
         inputs.update({case[0] + "/x": x, case[0] + "/w": w, case[0] + "/dy": dy})
-        refs[case[0]] = ref_conv2d_backward(dy, w, x.shape, stride, padding, groups)
+        refs[case[0] + "/dx"] = ref_conv2d_backward(dy, w, x.shape, stride, padding, groups)
+        refs[case[0] + "/y"] = ref_conv2d_forward(x, w, None, stride, padding, groups)
     src, dst = tmp_path / "in.npz", tmp_path / "out.npz"
     np.savez(src, **inputs)
     run_python(script, src, dst, env={"INVERT_NATIVE_NO_AVX512": "1"})
     got = np.load(dst)
     for name, ref in refs.items():
-        assert_close(got[name], ref, what=f"dx of {name} (AVX2 tile)")
+        assert_close(got[name], ref, what=f"{name} (AVX2 tile)")

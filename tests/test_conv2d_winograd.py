@@ -174,9 +174,10 @@ def conv1_problem(rng, N=1):
     return x, w, dy
 
 
-def test_conv1_backward_takes_the_phase_path_and_keeps_float32_accuracy(rng, tmp_path):
-    """conv1's backward by Winograd on its 48 phases: its error against float64 stays within
-    a few times that of the SGEMM path by phases (INVERT_NATIVE_NO_WINOGRAD=1, fresh process)."""
+def test_conv1_takes_the_phase_path_and_keeps_float32_accuracy(rng, tmp_path):
+    """conv1's backward and forward by Winograd on its 48 phases: their error against float64
+    stays within a few times that of the SGEMM paths by phases (INVERT_NATIVE_NO_WINOGRAD=1,
+    fresh process)."""
     assert phases_winograd(**{k: CONV1[k] for k in ("kernel", "stride", "padding", "C", "K",
                                                      "groups")})
     x, w, dy = conv1_problem(rng)
@@ -185,6 +186,16 @@ def test_conv1_backward_takes_the_phase_path_and_keeps_float32_accuracy(rng, tmp
     sgemm = im2col_result(tmp_path, "conv1",
                           "ops.conv2d_backward(dy, w, (1, 3, 227, 227), 4, 0, 1)", dy=dy, w=w)
     assert not np.array_equal(wino, sgemm)  # two different paths
+    e_w, e_s = np.abs(wino - ref).max(), np.abs(sgemm - ref).max()
+    assert e_w <= 4 * e_s + 1e-7, (e_w, e_s)
+    assert e_w / np.abs(ref).max() < 2e-6
+    # forward: the 48 phase planes of x, 3x3 correlated (no zero taps to skip there)
+    b = f32(rng.standard_normal(96))
+    ref = ref_conv2d_forward(x, w, b, 4, 0, 1)
+    wino = ops.conv2d_forward(x, w, b, 4, 0, 1)
+    sgemm = im2col_result(tmp_path, "conv1-forward", "ops.conv2d_forward(x, w, b, 4, 0, 1)",
+                          x=x, w=w, b=b)
+    assert not np.array_equal(wino, sgemm)
     e_w, e_s = np.abs(wino - ref).max(), np.abs(sgemm - ref).max()
     assert e_w <= 4 * e_s + 1e-7, (e_w, e_s)
     assert e_w / np.abs(ref).max() < 2e-6
