@@ -2,13 +2,14 @@
 //
 // 3x3 stride-1 layers with enough channels and output tiles an image go
 // through Winograd's F(2x2, 3x3) instead (conv2d_winograd.cpp: CaffeNet
-// conv3-conv5). Strided layers with large outputs (CaffeNet conv1) run by
-// phases: SGEMMs on row pointers into the input's phase planes, or into the
-// padded dy, with no column buffer and no col2im, and conv1's backward by
-// Winograd on its phases (see "Strided convolutions by phases" below); so
-// does the forward of a
-// batch through a stride-1 layer of >= 512 row-padded outputs (CaffeNet conv2
-// with restarts). Everything else as follows.
+// conv3-conv5), and so does the forward of larger stride-1 kernels whose 3x3
+// blocks are mostly full (conv2's 5x5). Strided layers with large outputs
+// (CaffeNet conv1) run by phases: Winograd on the phase planes where each
+// phase has 3 taps both ways (conv1), else SGEMMs on row pointers into the
+// input's phase planes, or into the padded dy, with no column buffer and no
+// col2im (see "Strided convolutions by phases" below); the SGEMMs on row
+// pointers also serve the forward of a batch through other stride-1 layers
+// of >= 512 row-padded outputs. Everything else as follows.
 //
 // Schedule: per group, im2col into a column buffer [Cg*kh*kw, nb*Ho*Wo] for a
 // chunk of nb images (column n*Ho*Wo + hw holds image n) and one SGEMM;
@@ -519,8 +520,9 @@ PhasesFwd phases_fwd_of(const Conv2dParams& p) {
 
 // Stride-1 forward takes the same implicit product (one phase, W_g as stored)
 // only for a batch of images with at least kStride1MinColumns columns a
-// row-padded image (CaffeNet conv2 with restarts: 27 x 31): per image, it was
-// 5 % faster there than the chunked im2col; backward by rows was 4 % slower,
+// row-padded image (measured on CaffeNet conv2 with restarts, 27 x 31, before
+// its forward went to Winograd blocks): per image, it was 5 % faster there
+// than the chunked im2col; backward by rows was 4 % slower,
 // and one image no faster. Smaller outputs (13x13: products of 195 columns)
 // stay with the chunked SGEMM, which multiplies several images at once.
 constexpr index_t kStride1MinColumns = 512;
@@ -618,7 +620,9 @@ float* workspace_or_own(const Conv2dParams& p, float* workspace) {
 
 }  // namespace
 
-std::size_t conv2d_workspace_size(const Conv2dParams& p) {
+namespace {
+// Floats of workspace conv2d needs, but for the forward by Winograd blocks.
+std::size_t workspace_but_blocks(const Conv2dParams& p) {
     if (conv2d_uses_winograd(p)) return winograd_workspace_size(p);
     if (is_pointwise(p)) return 0;
     const bool fwd = forward_by_phases(p), bwd = backward_by_phases(p);
@@ -634,9 +638,19 @@ std::size_t conv2d_workspace_size(const Conv2dParams& p) {
     return std::max(phases, std::size_t((CKK + p.Kg()) * nb * HWo +
                                         (transpose_in_backward(p, nb) ? CKK * p.K : 0)));
 }
+}  // namespace
+
+std::size_t conv2d_workspace_size(const Conv2dParams& p) {
+    const std::size_t rest = workspace_but_blocks(p);  // (backward's, if blocks go forward)
+    return winograd_blocks_usable(p) ? std::max(rest, winograd_blocks_workspace_size(p)) : rest;
+}
 
 void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                     float* workspace) {
+    if (winograd_blocks_usable(p)) {
+        winograd_blocks_forward(p, x, w, b, y, workspace_or_own(p, workspace));
+        return;
+    }
     if (conv2d_uses_winograd(p)) {
         winograd_conv2d_forward(p, x, w, b, y, workspace_or_own(p, workspace));
         return;

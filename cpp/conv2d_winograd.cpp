@@ -7,12 +7,14 @@
 // 2x2 outputs: 2.25x fewer flops, less the transforms and the tiles that
 // overhang odd sizes (13x13 outputs: 7x7 tiles, 1.9x).
 //
-// Three users: a 3x3 stride-1 layer's forward; its backward to the input,
-// the 3x3 correlation of dy, padded by 2 - pad, with the filters turned by
-// 180 degrees and their channel axes swapped; and a strided layer's backward
-// by phases (conv2d.cpp), where every phase with 3 taps along each axis
-// (CaffeNet conv1: 11 taps at stride 4) is one output plane of a 3x3
-// correlation of dy.
+// Its users: a 3x3 stride-1 layer's forward (CaffeNet conv3-conv5), and its
+// backward to the input, the 3x3 correlation of dy, padded by 2 - pad, with
+// the filters turned by 180 degrees and their channel axes swapped; a strided
+// layer whose phases (conv2d.cpp) have 3 taps along each axis (CaffeNet conv1:
+// 11 taps at stride 4), whose forward is a 3x3 correlation of the input's
+// phase planes and whose backward gives every phase plane of dx as an output
+// plane of a 3x3 correlation of dy; and a larger stride-1 kernel's forward
+// (conv2: 5x5) as a 3x3 correlation of shifted copies of the input.
 //
 // Layout, for one thread per block of tile rows: the input is copied once
 // into a padded [rows][columns][channels] image (channels innermost, rounded
@@ -231,9 +233,28 @@ inline void transpose8(const float* src, index_t ls, float* dst, index_t ld) {
 }
 #endif
 
+// row[x * Kp + k] = in[k, iy, x - pw] for k < C and the x in [x0, x1) that
+// read inside the plane (Hx x Wx planes, row iy inside): a transpose of C
+// input rows, by 8 x 8 blocks in registers (3x faster for conv1's dy than
+// element by element).
+void transpose_rows(const float* in, index_t C, index_t Hx, index_t Wx, index_t iy, index_t pw,
+                    index_t x0, index_t x1, index_t Kp, float* row) {
+    const float* src = in + iy * Wx - pw;  // channel k, pixel x: src[k * Hx * Wx + x]
+    const index_t ls = Hx * Wx;
+    index_t k = 0;
+#if defined(__AVX2__)
+    for (; k + 8 <= C; k += 8) {
+        index_t x = x0;
+        for (; x + 8 <= x1; x += 8) transpose8(src + k * ls + x, ls, row + x * Kp + k, Kp);
+        for (; x < x1; ++x)
+            for (index_t j = 0; j < 8; ++j) row[x * Kp + k + j] = src[(k + j) * ls + x];
+    }
+#endif
+    for (; k < C; ++k)
+        for (index_t x = x0; x < x1; ++x) row[x * Kp + k] = src[k * ls + x];
+}
+
 // Row y of D: row[x * Kp + k] = in[k, y - ph, x - pw] (0 outside, and for k >= Ci).
-// (A transpose of Ci rows of the input: by 8 x 8 blocks in registers, 3x
-// faster for conv1's dy than element by element.)
 void pad_channels_last(const ClWino& s, const float* in, index_t y, float* row) {
     const index_t iy = y - s.ph;
     const index_t x0 = std::max<index_t>(0, s.pw), x1 = std::min(s.Dw, s.Wx + s.pw);
@@ -246,19 +267,7 @@ void pad_channels_last(const ClWino& s, const float* in, index_t y, float* row) 
     if (s.Kp > s.Ci)
         for (index_t x = x0; x < x1; ++x)
             std::memset(row + x * s.Kp + s.Ci, 0, std::size_t(s.Kp - s.Ci) * sizeof(float));
-    const float* src = in + iy * s.Wx - s.pw;  // channel k, pixel x: src[k * Hx * Wx + x]
-    const index_t ls = s.Hx * s.Wx;
-    index_t k = 0;
-#if defined(__AVX2__)
-    for (; k + 8 <= s.Ci; k += 8) {
-        index_t x = x0;
-        for (; x + 8 <= x1; x += 8) transpose8(src + k * ls + x, ls, row + x * s.Kp + k, s.Kp);
-        for (; x < x1; ++x)
-            for (index_t j = 0; j < 8; ++j) row[x * s.Kp + k + j] = src[(k + j) * ls + x];
-    }
-#endif
-    for (; k < s.Ci; ++k)
-        for (index_t x = x0; x < x1; ++x) row[x * s.Kp + k] = src[k * ls + x];
+    transpose_rows(in, s.Ci, s.Hx, s.Wx, iy, s.pw, x0, x1, s.Kp, row);
 }
 
 // V[e][t][k] = (B^T d B)[e] of the 4x4 patch of tile t = (ty - ty0) * tw + tx.
@@ -492,6 +501,45 @@ void fill_phase_row(const Conv2dParams& p, const PhaseGrid& q, const ClWino& s, 
         }
 }
 
+// A stride-1 kernel larger than 3x3 (CaffeNet conv2: 5x5) as mh x mw blocks
+// of 3x3 taps (mh = ceil(kh / 3), zero taps past the kernel): y is the
+// unpadded 3x3 correlation of mh * mw shifted copies of the input, channel
+// (blk, c) with blk = bu * mw + bv holding x[c, i + 3*bu - pad_h, j + 3*bv -
+// pad_w], with filters g[k, (blk, c)][u][v] = W[k, c, 3*bu + u, 3*bv + v].
+// Each block's 9 taps then cost 4 multiply-adds per output instead of 9
+// (conv2: 36 taps for its 25, 1.56x fewer than the direct product). Forward
+// only: backward, the same on dy (conv2: 512 channels of shifted dy into 48
+// planes), measured 15-20 % slower than im2col — products of 48 columns (a
+// half-empty register tile) and an input transform over 4x the channels.
+struct Blocks {
+    index_t mh, mw;
+};
+Blocks blocks_of(const Conv2dParams& p) { return {(p.kh + 2) / 3, (p.kw + 2) / 3}; }
+
+ClWino blocks_wino(const Conv2dParams& p) {
+    const Blocks m = blocks_of(p);
+    return cl_wino(m.mh * m.mw * p.Cg(), p.Ho + 2, p.Wo + 2, p.Kg(), p.Ho, p.Wo, 0, 0,
+                   p.N * p.groups);
+}
+
+// Row y of the shifted copies of one image's group xg, channels last.
+void fill_blocks_row(const Conv2dParams& p, const ClWino& s, const float* xg, index_t y,
+                     float* row) {
+    const Blocks m = blocks_of(p);
+    std::memset(row, 0, std::size_t(s.Dw * s.Kp) * sizeof(float));
+    for (index_t bu = 0; bu < m.mh; ++bu) {
+        const index_t iy = y + 3 * bu - p.pad_h;
+        if (iy < 0 || iy >= p.H) continue;
+        for (index_t bv = 0; bv < m.mw; ++bv) {
+            const index_t pw = p.pad_w - 3 * bv;  // pixel x reads column x - pw
+            const index_t x0 = std::max<index_t>(0, pw), x1 = std::min(s.Dw, p.W + pw);
+            if (x1 > x0)
+                transpose_rows(xg, p.Cg(), p.H, p.W, iy, pw, x0, x1, s.Kp,
+                               row + (bu * m.mw + bv) * p.Cg());
+        }
+    }
+}
+
 ClWino forward_shape(const Conv2dParams& p) {
     return cl_wino(p.Cg(), p.H, p.W, p.Kg(), p.Ho, p.Wo, p.pad_h, p.pad_w, p.N * p.groups);
 }
@@ -580,6 +628,54 @@ void winograd_phases_forward(const Conv2dParams& p, const PhaseGrid& q, const fl
     cl_run(s, p.groups, U, su, workspace,
            [&](index_t i, index_t yy, float* row) {
                fill_phase_row(p, q, s, x + (i / p.groups) * xs + (i % p.groups) * xg, yy, row);
+           },
+           [&](index_t i, const float* P, index_t y0, index_t y1) {
+               const index_t g = i % p.groups;
+               store_planes(s, P, y0, y1, b ? b + g * Kg : nullptr,
+                            y + (i / p.groups) * p.K * HWo + g * Kg * HWo);
+           });
+}
+
+// A stride-1 layer with kernels of 4-9 taps a side whose 3x3 blocks are at
+// least 2/3 full (5x5: 25 of 36; 1.5x fewer products or better), enough
+// channels and >= 16 tiles an image (conv2d_uses_winograd's rule); forward.
+bool winograd_blocks_usable(const Conv2dParams& p) {
+    static const bool off = env_flag("INVERT_NATIVE_NO_WINOGRAD");
+    const Blocks m = blocks_of(p);
+    return !off && p.stride_h == 1 && p.stride_w == 1 && m.mh * m.mw > 1 && m.mh <= 3 &&
+           m.mw <= 3 && 3 * p.kh * p.kw >= 2 * 9 * m.mh * m.mw && p.Kg() >= kMinChannels &&
+           p.Cg() >= kMinChannels && ((p.Ho + 1) / 2) * ((p.Wo + 1) / 2) >= 16;
+}
+
+std::size_t winograd_blocks_workspace_size(const Conv2dParams& p) {
+    const ClWino s = blocks_wino(p);
+    return std::size_t(s.pass * s.plane());
+}
+
+void winograd_blocks_forward(const Conv2dParams& p, const float* x, const float* w,
+                             const float* b, float* y, float* workspace) {
+    const ClWino s = blocks_wino(p);
+    const Blocks m = blocks_of(p);
+    const index_t Kg = p.Kg(), Cg = p.Cg(), su = cl_filter_floats(s);
+    const index_t mode[4] = {-3, m.mh, m.mw, 0};
+    const float* U = cached_filters(p, w, mode, su, [&](float* U) {
+        for (index_t g = 0; g < p.groups; ++g) {
+            const float* wg = w + g * Kg * Cg * p.kh * p.kw;
+            cl_filters(s,
+                       [&](index_t k, index_t i, int u, int v) {
+                           const index_t blk = i / Cg, c = i % Cg;
+                           const index_t ku = 3 * (blk / m.mw) + u, kv = 3 * (blk % m.mw) + v;
+                           return ku < p.kh && kv < p.kw
+                                      ? wg[((k * Cg + c) * p.kh + ku) * p.kw + kv]
+                                      : 0.0f;
+                       },
+                       U + g * 16 * su, su);
+        }
+    });
+    const index_t xs = p.C * p.H * p.W, xg = Cg * p.H * p.W, HWo = p.Ho * p.Wo;
+    cl_run(s, p.groups, U, su, workspace,
+           [&](index_t i, index_t yy, float* row) {
+               fill_blocks_row(p, s, x + (i / p.groups) * xs + (i % p.groups) * xg, yy, row);
            },
            [&](index_t i, const float* P, index_t y0, index_t y1) {
                const index_t g = i % p.groups;

@@ -43,4 +43,11 @@ std::size_t winograd_phases_forward_workspace_size(const Conv2dParams& p, const 
 void winograd_phases_forward(const Conv2dParams& p, const PhaseGrid& q, const float* x,
                              const float* w, const float* b, float* y, float* workspace);
 
+// A stride-1 layer's forward with a larger kernel (5x5: CaffeNet conv2) as one
+// Winograd 3x3 correlation of shifted copies of its input.
+bool winograd_blocks_usable(const Conv2dParams& p);
+std::size_t winograd_blocks_workspace_size(const Conv2dParams& p);
+void winograd_blocks_forward(const Conv2dParams& p, const float* x, const float* w,
+                             const float* b, float* y, float* workspace);
+
 }  // namespace invert_native

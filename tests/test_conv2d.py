@@ -146,7 +146,17 @@ PHASES = [
     ("phases-forward-only-stride-gt-kernel", 1, 2, 140, 140, 2, (2, 2), 4, 3, 1, True),
 ]
 
-ALL = CASES + CAFFENET + PHASES
+# Stride-1 kernels of 4-9 taps a side whose 3x3 blocks are >= 2/3 full, with >= 32 channels a
+# group: forward by Winograd on shifted copies of the input (conv2d_winograd.cpp; CaffeNet
+# conv2 above too), backward by im2col. One row of blocks (5x3), three (8x8), channels not
+# multiples of 8.
+BLOCKS = [
+    ("blocks-6x6-pad1", 1, 32, 20, 21, 40, (6, 6), 1, 1, 1, True),
+    ("blocks-5x3-groups2", 2, 64, 16, 15, 64, (5, 3), 1, (2, 1), 2, False),
+    ("blocks-8x8-odd-channels", 1, 36, 19, 17, 33, (8, 8), 1, 3, 1, True),
+]
+
+ALL = CASES + CAFFENET + PHASES + BLOCKS
 
 
 def make(rng, case):
@@ -338,10 +348,11 @@ def test_phases_switch_off_gives_the_im2col_path(tmp_path):
 def test_phases_with_the_avx2_tile(tmp_path):
     """Backward by phases cuts its phases into the SGEMM's row panels (12 rows with AVX-512,
     6 with AVX2) and gives each panel only the tap pairs its rows need, and Winograd on the
-    phases (both ways) runs its products on the same tiles, so the two tiles group the
-    products differently; INVERT_NATIVE_NO_AVX512=1 in a fresh process takes the AVX2 one.
-    Both match float64 on every phase case, forward and backward."""
-    cases = [c for c in PHASES if c[0].startswith("phases-")]
+    phases (both ways) and on 3x3 blocks (forward) runs its products on the same tiles, so
+    the two tiles group the products differently; INVERT_NATIVE_NO_AVX512=1 in a fresh
+    process takes the AVX2 one. Both match float64 on every phase and block case, forward and
+    backward."""
+    cases = [c for c in PHASES + BLOCKS if c[0].startswith(("phases-", "blocks-"))]
     script = (
         "import sys, numpy as np; from invert_native import ops, _cpu\n"
         "assert _cpu.sgemm_kernel().startswith('avx2'), _cpu.sgemm_kernel()\n"

@@ -264,3 +264,24 @@ def test_the_avx2_tile_gives_the_same_function(tmp_path):
     got = np.load(dst)
     for name, ref in refs.items():
         assert_close(got[name], ref, rtol=2e-5, what=f"{name} (AVX2 tile)")
+
+
+def test_conv2_forward_by_blocks_keeps_float32_accuracy(rng, tmp_path):
+    """conv2 (5x5, 2 groups) forward as one 3x3 correlation of 4 shifted copies of its input:
+    its error against float64 stays within a few times im2col's (INVERT_NATIVE_NO_WINOGRAD=1,
+    fresh process); backward stays with im2col (the same bits either way)."""
+    x = f32(rng.standard_normal((2, 96, 27, 27)))
+    w = f32(rng.standard_normal((256, 48, 5, 5)) / np.sqrt(48 * 25))
+    b = f32(rng.standard_normal(256))
+    dy = f32(rng.standard_normal((2, 256, 27, 27)))
+    ref = ref_conv2d_forward(x, w, b, 1, 2, 2)
+    wino = ops.conv2d_forward(x, w, b, 1, 2, 2)
+    direct = im2col_result(tmp_path, "conv2", "ops.conv2d_forward(x, w, b, 1, 2, 2)",
+                           x=x, w=w, b=b)
+    assert not np.array_equal(wino, direct)
+    e_w, e_d = np.abs(wino - ref).max(), np.abs(direct - ref).max()
+    assert e_w <= 4 * e_d + 1e-7, (e_w, e_d)
+    assert e_w / np.abs(ref).max() < 2e-6
+    dx = im2col_result(tmp_path, "conv2-backward", "ops.conv2d_backward(dy, w, x_shape, 1, 2, 2)",
+                       dy=dy, w=w, x_shape=np.array(x.shape))
+    np.testing.assert_array_equal(ops.conv2d_backward(dy, w, x.shape, 1, 2, 2), dx)
