@@ -52,8 +52,8 @@ namespace {
 
 // Floats from one of the 16 transformed matrices to the next: n rounded so
 // that the 16 are not a multiple of 4 KiB apart. (Each tile writes or reads
-// one float of every matrix; 4 KiB apart, as conv3's 384 x 392 are, all 16
-// fall into the same L1 set: the input transform measured 5x slower.)
+// 8 floats of every matrix at once; 4 KiB apart, all 16 would fall into the
+// same L1 set: an earlier layout's input transform measured 5x slower so.)
 inline index_t plane_step(index_t n) { return (n + 15) / 16 * 16 + 16; }
 
 // U[e * su + o * Ci + i] = (G g G^T)[e] for the 3x3 filter g = filter(o, i) (read by `at`),
