@@ -544,7 +544,7 @@ bool forward_by_phases(const Conv2dParams& p) {
 // layer whose phases have 3 taps along each axis (conv1).
 bool forward_by_winograd_phases(const Conv2dParams& p) {
     return (p.stride_h > 1 || p.stride_w > 1) &&
-           winograd_phases_forward_usable(p, phase_grid(phases_of(p)));
+           winograd_phases_usable(p, phase_grid(phases_of(p)));
 }
 
 std::size_t phases_forward_floats(const Conv2dParams& p) {

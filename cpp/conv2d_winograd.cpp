@@ -178,6 +178,7 @@ struct ClWino {
     index_t vstep, cstep;  // floats from one transformed matrix to the next (V, products)
     index_t items, pass;   // (image, group) pairs, and per pass
     index_t plane() const { return Dh * Dw * Kp; }
+    index_t workspace() const { return pass * plane(); }  // floats of D a call needs
     index_t scratch() const { return 16 * (vstep + cstep) + 2 * R * 2 * tw * Mp; }
 };
 
@@ -345,12 +346,12 @@ inline index_t cl_filter_floats(const ClWino& s) {
 
 // Item i = n * groups + g: fill(i, y, row) writes row y of its padded
 // channel-last input (Dw * Kp floats), the filters of group g are at
-// U + g * 16 * su; write(i, P, y0, y1) stores output rows [y0, y1) (rows
-// y >= Hy excluded by it) from P (row y at P + (y - y0) * 2 * tw * Mp, pixel x
-// at + x * Mp). D: passes of s.pass planes.
+// U + g * 16 * cl_filter_floats(s); write(i, P, y0, y1) stores output rows
+// [y0, y1) (rows y >= Hy excluded by it) from P (row y at P + (y - y0) * 2 *
+// tw * Mp, pixel x at + x * Mp). D: passes of s.pass planes.
 template <class Fill, class Write>
-void cl_run(const ClWino& s, index_t groups, const float* U, index_t su, float* D, Fill fill,
-            Write write) {
+void cl_run(const ClWino& s, index_t groups, const float* U, float* D, Fill fill, Write write) {
+    const index_t su = cl_filter_floats(s);
     for (index_t i0 = 0; i0 < s.items; i0 += s.pass) {
         const index_t i1 = std::min(s.items, i0 + s.pass);
 #pragma omp parallel
@@ -548,92 +549,93 @@ ClWino backward_shape(const Conv2dParams& p) {
                    p.N * p.groups);
 }
 
+// The cached, packed transforms of every group's filters for the correlation
+// s: filter (o, i) of group g is at(wg, o, i, u, v), wg = group g's weights.
+template <class Filter>
+const float* layer_filters(const Conv2dParams& p, const float* w, const ClWino& s,
+                           const index_t (&mode)[4], Filter at) {
+    const index_t su = cl_filter_floats(s), per_group = p.Kg() * p.Cg() * p.kh * p.kw;
+    return cached_filters(p, w, mode, su, [&](float* U) {
+        for (index_t g = 0; g < p.groups; ++g) {
+            const float* wg = w + g * per_group;
+            cl_filters(s, [&](index_t o, index_t i, int u, int v) { return at(wg, o, i, u, v); },
+                       U + g * 16 * su, su);
+        }
+    });
+}
+
+// Item i = n * groups + g of a tensor whose images are `image` floats apart
+// and whose groups are `group` floats apart.
+template <class T>
+T* item_of(T* t, index_t i, index_t groups, index_t image, index_t group) {
+    return t + (i / groups) * image + (i % groups) * group;
+}
+
+// cl_run's write for outputs kept as planes: item i's Ko planes of out
+// (images `image` floats apart), plus its group's bias if given.
+inline auto planes_writer(const ClWino& s, index_t groups, index_t image, const float* bias,
+                          float* out) {
+    return [&s, groups, image, bias, out](index_t i, const float* P, index_t y0, index_t y1) {
+        store_planes(s, P, y0, y1, bias ? bias + (i % groups) * s.Ko : nullptr,
+                     item_of(out, i, groups, image, s.Ko * s.Hy * s.Wy));
+    };
+}
+
 }  // namespace
 
+// Both directions: 3 taps a phase along each axis, zero taps at most a
+// quarter of them (backward by phases requires as much), >= 32 output
+// channels and >= 16 phase planes a group.
 bool winograd_phases_usable(const Conv2dParams& p, const PhaseGrid& q) {
     static const bool off = env_flag("INVERT_NATIVE_NO_WINOGRAD");
-    return !off && q.Ph == 3 && q.Qw == 3 && p.Kg() >= kMinChannels &&
-           p.Cg() * q.sh * q.sw >= 16 && q.Tt >= 2 && q.Tw >= 2;
+    return !off && q.Ph == 3 && q.Qw == 3 && 4 * p.kh * p.kw >= 3 * 9 * q.sh * q.sw &&
+           p.Kg() >= kMinChannels && p.Cg() * q.sh * q.sw >= 16;
 }
 
 std::size_t winograd_phases_workspace_size(const Conv2dParams& p, const PhaseGrid& q) {
-    const ClWino s = phases_wino(p, q);
-    return std::size_t(s.pass * s.plane());
+    return std::size_t(phases_wino(p, q).workspace());
 }
 
 void winograd_phases_backward(const Conv2dParams& p, const PhaseGrid& q, const float* dy,
                               const float* w, float* dx, float* workspace) {
     const ClWino s = phases_wino(p, q);
-    const index_t Kg = p.Kg(), Cg = p.Cg(), su = cl_filter_floats(s);
     const index_t mode[4] = {q.sh, q.sw, q.Ph, q.Qw};
-    const float* U = cached_filters(p, w, mode, su, [&](float* U) {
-        for (index_t g = 0; g < p.groups; ++g) {
-            const float* wg = w + g * Kg * Cg * p.kh * p.kw;
-            cl_filters(s,
-                       [&](index_t o, index_t k, int u, int v) {
-                           const index_t c = o / (q.sh * q.sw), a = o / q.sw % q.sh;
-                           const index_t b = o % q.sw;
-                           const index_t ku = q.sh * (2 - u) + a, kv = q.sw * (2 - v) + b;
-                           return ku < p.kh && kv < p.kw
-                                      ? wg[((k * Cg + c) * p.kh + ku) * p.kw + kv]
-                                      : 0.0f;
-                       },
-                       U + g * 16 * su, su);
-        }
+    const float* U = layer_filters(p, w, s, mode, [&](const float* wg, index_t o, index_t k, int u,
+                                                      int v) {
+        const index_t c = o / (q.sh * q.sw), a = o / q.sw % q.sh, b = o % q.sw;
+        const index_t ku = q.sh * (2 - u) + a, kv = q.sw * (2 - v) + b;
+        return ku < p.kh && kv < p.kw ? wg[((k * p.Cg() + c) * p.kh + ku) * p.kw + kv] : 0.0f;
     });
-    const index_t xs = p.C * p.H * p.W;
-    const index_t ys = p.K * p.Ho * p.Wo, yg = Kg * p.Ho * p.Wo;
-    cl_run(s, p.groups, U, su, workspace,
+    const index_t HWo = p.Ho * p.Wo, HW = p.H * p.W;
+    cl_run(s, p.groups, U, workspace,
            [&](index_t i, index_t y, float* row) {
-               pad_channels_last(s, dy + (i / p.groups) * ys + (i % p.groups) * yg, y, row);
+               pad_channels_last(s, item_of(dy, i, p.groups, p.K * HWo, p.Kg() * HWo), y, row);
            },
            [&](index_t i, const float* P, index_t t0, index_t t1) {
-               scatter_rows(p, q, s, P, t0, t1,
-                            dx + (i / p.groups) * xs + (i % p.groups) * Cg * p.H * p.W);
+               scatter_rows(p, q, s, P, t0, t1, item_of(dx, i, p.groups, p.C * HW, p.Cg() * HW));
            });
 }
 
-bool winograd_phases_forward_usable(const Conv2dParams& p, const PhaseGrid& q) {
-    static const bool off = env_flag("INVERT_NATIVE_NO_WINOGRAD");
-    return !off && q.Ph == 3 && q.Qw == 3 && p.Kg() >= kMinChannels &&
-           p.Cg() * q.sh * q.sw >= 16 && 4 * p.kh * p.kw >= 3 * 9 * q.sh * q.sw;
-}
-
 std::size_t winograd_phases_forward_workspace_size(const Conv2dParams& p, const PhaseGrid& q) {
-    const ClWino s = phases_forward_wino(p, q);
-    return std::size_t(s.pass * s.plane());
+    return std::size_t(phases_forward_wino(p, q).workspace());
 }
 
 void winograd_phases_forward(const Conv2dParams& p, const PhaseGrid& q, const float* x,
                              const float* w, const float* b, float* y, float* workspace) {
     const ClWino s = phases_forward_wino(p, q);
-    const index_t Kg = p.Kg(), Cg = p.Cg(), su = cl_filter_floats(s);
     const index_t mode[4] = {q.sh, q.sw, q.Ph, -q.Qw};  // (backward's: {sh, sw, Ph, Qw})
-    const float* U = cached_filters(p, w, mode, su, [&](float* U) {
-        for (index_t g = 0; g < p.groups; ++g) {
-            const float* wg = w + g * Kg * Cg * p.kh * p.kw;
-            cl_filters(s,
-                       [&](index_t k, index_t i, int u, int v) {
-                           const index_t c = i / (q.sh * q.sw), a = i / q.sw % q.sh;
-                           const index_t bb = i % q.sw;
-                           const index_t ku = q.sh * u + a, kv = q.sw * v + bb;
-                           return ku < p.kh && kv < p.kw
-                                      ? wg[((k * Cg + c) * p.kh + ku) * p.kw + kv]
-                                      : 0.0f;
-                       },
-                       U + g * 16 * su, su);
-        }
+    const float* U = layer_filters(p, w, s, mode, [&](const float* wg, index_t k, index_t i, int u,
+                                                      int v) {
+        const index_t c = i / (q.sh * q.sw), a = i / q.sw % q.sh, bb = i % q.sw;
+        const index_t ku = q.sh * u + a, kv = q.sw * v + bb;
+        return ku < p.kh && kv < p.kw ? wg[((k * p.Cg() + c) * p.kh + ku) * p.kw + kv] : 0.0f;
     });
-    const index_t xs = p.C * p.H * p.W, xg = Cg * p.H * p.W, HWo = p.Ho * p.Wo;
-    cl_run(s, p.groups, U, su, workspace,
+    const index_t HW = p.H * p.W;
+    cl_run(s, p.groups, U, workspace,
            [&](index_t i, index_t yy, float* row) {
-               fill_phase_row(p, q, s, x + (i / p.groups) * xs + (i % p.groups) * xg, yy, row);
+               fill_phase_row(p, q, s, item_of(x, i, p.groups, p.C * HW, p.Cg() * HW), yy, row);
            },
-           [&](index_t i, const float* P, index_t y0, index_t y1) {
-               const index_t g = i % p.groups;
-               store_planes(s, P, y0, y1, b ? b + g * Kg : nullptr,
-                            y + (i / p.groups) * p.K * HWo + g * Kg * HWo);
-           });
+           planes_writer(s, p.groups, p.K * p.Ho * p.Wo, b, y));
 }
 
 // A stride-1 layer with kernels of 4-9 taps a side whose 3x3 blocks are at
@@ -648,40 +650,26 @@ bool winograd_blocks_usable(const Conv2dParams& p) {
 }
 
 std::size_t winograd_blocks_workspace_size(const Conv2dParams& p) {
-    const ClWino s = blocks_wino(p);
-    return std::size_t(s.pass * s.plane());
+    return std::size_t(blocks_wino(p).workspace());
 }
 
 void winograd_blocks_forward(const Conv2dParams& p, const float* x, const float* w,
                              const float* b, float* y, float* workspace) {
     const ClWino s = blocks_wino(p);
     const Blocks m = blocks_of(p);
-    const index_t Kg = p.Kg(), Cg = p.Cg(), su = cl_filter_floats(s);
     const index_t mode[4] = {-3, m.mh, m.mw, 0};
-    const float* U = cached_filters(p, w, mode, su, [&](float* U) {
-        for (index_t g = 0; g < p.groups; ++g) {
-            const float* wg = w + g * Kg * Cg * p.kh * p.kw;
-            cl_filters(s,
-                       [&](index_t k, index_t i, int u, int v) {
-                           const index_t blk = i / Cg, c = i % Cg;
-                           const index_t ku = 3 * (blk / m.mw) + u, kv = 3 * (blk % m.mw) + v;
-                           return ku < p.kh && kv < p.kw
-                                      ? wg[((k * Cg + c) * p.kh + ku) * p.kw + kv]
-                                      : 0.0f;
-                       },
-                       U + g * 16 * su, su);
-        }
+    const float* U = layer_filters(p, w, s, mode, [&](const float* wg, index_t k, index_t i, int u,
+                                                      int v) {
+        const index_t blk = i / p.Cg(), c = i % p.Cg();
+        const index_t ku = 3 * (blk / m.mw) + u, kv = 3 * (blk % m.mw) + v;
+        return ku < p.kh && kv < p.kw ? wg[((k * p.Cg() + c) * p.kh + ku) * p.kw + kv] : 0.0f;
     });
-    const index_t xs = p.C * p.H * p.W, xg = Cg * p.H * p.W, HWo = p.Ho * p.Wo;
-    cl_run(s, p.groups, U, su, workspace,
+    const index_t HW = p.H * p.W;
+    cl_run(s, p.groups, U, workspace,
            [&](index_t i, index_t yy, float* row) {
-               fill_blocks_row(p, s, x + (i / p.groups) * xs + (i % p.groups) * xg, yy, row);
+               fill_blocks_row(p, s, item_of(x, i, p.groups, p.C * HW, p.Cg() * HW), yy, row);
            },
-           [&](index_t i, const float* P, index_t y0, index_t y1) {
-               const index_t g = i % p.groups;
-               store_planes(s, P, y0, y1, b ? b + g * Kg : nullptr,
-                            y + (i / p.groups) * p.K * HWo + g * Kg * HWo);
-           });
+           planes_writer(s, p.groups, p.K * p.Ho * p.Wo, b, y));
 }
 
 // A 3x3 stride-1 layer whose padding backward can mirror (<= 2), with enough
@@ -702,64 +690,40 @@ bool conv2d_uses_winograd(const Conv2dParams& p) {
 }
 
 std::size_t winograd_workspace_size(const Conv2dParams& p) {
-    const ClWino f = forward_shape(p), b = backward_shape(p);
-    return std::size_t(std::max(f.pass * f.plane(), b.pass * b.plane()));
+    return std::size_t(std::max(forward_shape(p).workspace(), backward_shape(p).workspace()));
 }
 
 void winograd_conv2d_forward(const Conv2dParams& p, const float* x, const float* w,
                              const float* b, float* y, float* workspace) {
     const ClWino s = forward_shape(p);
-    const index_t Kg = p.Kg(), Cg = p.Cg(), su = cl_filter_floats(s);
     const index_t mode[4] = {-1, 0, 0, 0};
-    const float* U = cached_filters(p, w, mode, su, [&](float* U) {
-        for (index_t g = 0; g < p.groups; ++g) {
-            const float* wg = w + g * Kg * Cg * 9;
-            cl_filters(s,
-                       [&](index_t o, index_t c, int u, int v) {
-                           return wg[(o * Cg + c) * 9 + u * 3 + v];
-                       },
-                       U + g * 16 * su, su);
-        }
+    const float* U = layer_filters(p, w, s, mode, [&](const float* wg, index_t o, index_t c, int u,
+                                                      int v) {
+        return wg[(o * p.Cg() + c) * 9 + u * 3 + v];
     });
-    const index_t HWo = p.Ho * p.Wo;
-    const index_t xs = p.C * p.H * p.W, xg = Cg * p.H * p.W;
-    cl_run(s, p.groups, U, su, workspace,
+    const index_t HW = p.H * p.W;
+    cl_run(s, p.groups, U, workspace,
            [&](index_t i, index_t yy, float* row) {
-               pad_channels_last(s, x + (i / p.groups) * xs + (i % p.groups) * xg, yy, row);
+               pad_channels_last(s, item_of(x, i, p.groups, p.C * HW, p.Cg() * HW), yy, row);
            },
-           [&](index_t i, const float* P, index_t y0, index_t y1) {
-               const index_t g = i % p.groups;
-               store_planes(s, P, y0, y1, b ? b + g * Kg : nullptr,
-                            y + (i / p.groups) * p.K * HWo + g * Kg * HWo);
-           });
+           planes_writer(s, p.groups, p.K * p.Ho * p.Wo, b, y));
 }
 
 void winograd_conv2d_backward(const Conv2dParams& p, const float* dy, const float* w, float* dx,
                               float* workspace) {
     const ClWino s = backward_shape(p);
-    const index_t Kg = p.Kg(), Cg = p.Cg(), su = cl_filter_floats(s);
     const index_t mode[4] = {-2, 0, 0, 0};
     // filter (c, k) of the correlation of dy: W[k, c] turned by 180 degrees
-    const float* U = cached_filters(p, w, mode, su, [&](float* U) {
-        for (index_t g = 0; g < p.groups; ++g) {
-            const float* wg = w + g * Kg * Cg * 9;
-            cl_filters(s,
-                       [&](index_t c, index_t k, int u, int v) {
-                           return wg[(k * Cg + c) * 9 + (2 - u) * 3 + (2 - v)];
-                       },
-                       U + g * 16 * su, su);
-        }
+    const float* U = layer_filters(p, w, s, mode, [&](const float* wg, index_t c, index_t k, int u,
+                                                      int v) {
+        return wg[(k * p.Cg() + c) * 9 + (2 - u) * 3 + (2 - v)];
     });
-    const index_t HW = p.H * p.W;
-    const index_t ys = p.K * p.Ho * p.Wo, yg = Kg * p.Ho * p.Wo;
-    cl_run(s, p.groups, U, su, workspace,
+    const index_t HWo = p.Ho * p.Wo;
+    cl_run(s, p.groups, U, workspace,
            [&](index_t i, index_t y, float* row) {
-               pad_channels_last(s, dy + (i / p.groups) * ys + (i % p.groups) * yg, y, row);
+               pad_channels_last(s, item_of(dy, i, p.groups, p.K * HWo, p.Kg() * HWo), y, row);
            },
-           [&](index_t i, const float* P, index_t y0, index_t y1) {
-               store_planes(s, P, y0, y1, nullptr,
-                            dx + (i / p.groups) * p.C * HW + (i % p.groups) * Cg * HW);
-           });
+           planes_writer(s, p.groups, p.C * p.H * p.W, nullptr, dx));
 }
 
 }  // namespace invert_native

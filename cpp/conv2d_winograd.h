@@ -28,7 +28,8 @@ void winograd_conv2d_backward(const Conv2dParams& p, const float* dy, const floa
 struct PhaseGrid {
     index_t sh, sw, Ph, Qw, t0, Tt, s0, Tw;
 };
-// Whether it applies: 3 taps a phase along both axes and enough channels.
+// Whether it applies (either direction): 3 taps a phase along both axes, zero
+// taps at most a quarter, enough channels.
 bool winograd_phases_usable(const Conv2dParams& p, const PhaseGrid& q);
 std::size_t winograd_phases_workspace_size(const Conv2dParams& p, const PhaseGrid& q);
 // dx of the layer p from dy; workspace: winograd_phases_workspace_size floats.
@@ -36,9 +37,7 @@ void winograd_phases_backward(const Conv2dParams& p, const PhaseGrid& q, const f
                               const float* w, float* dx, float* workspace);
 
 // A strided layer's forward by phases as one Winograd 3x3 correlation of the
-// input's phase planes (3 taps a phase along both axes, zero taps at most a
-// quarter, enough channels).
-bool winograd_phases_forward_usable(const Conv2dParams& p, const PhaseGrid& q);
+// input's phase planes (where winograd_phases_usable).
 std::size_t winograd_phases_forward_workspace_size(const Conv2dParams& p, const PhaseGrid& q);
 void winograd_phases_forward(const Conv2dParams& p, const PhaseGrid& q, const float* x,
                              const float* w, const float* b, float* y, float* workspace);
