@@ -345,6 +345,35 @@ def test_phases_switch_off_gives_the_im2col_path(tmp_path):
     assert not np.array_equal(out["default"]["dx"], out["phases"]["dx"])
 
 
+def check_with_the_avx2_tile(tmp_path, problems, **tol):
+    """Forward and backward of each (name, x, w, b, dy, stride, padding, groups) in a fresh
+    process with INVERT_NATIVE_NO_AVX512=1 (the AVX2 SGEMM tile, checked), against float64."""
+    script = (
+        "import sys, numpy as np; from invert_native import ops, _cpu\n"
+        "assert _cpu.sgemm_kernel().startswith('avx2'), _cpu.sgemm_kernel()\n"
+        "d = dict(np.load(sys.argv[1]))\n"
+        f"cases = {[(p[0], p[5], p[6], p[7]) for p in problems]!r}\n"
+        "out = {}\n"
+        "for name, stride, padding, groups in cases:\n"
+        "    x, w, dy, b = (d.get(name + k) for k in ('/x', '/w', '/dy', '/b'))\n"
+        "    out[name + '/y'] = ops.conv2d_forward(x, w, b, stride, padding, groups)\n"
+        "    out[name + '/dx'] = ops.conv2d_backward(dy, w, x.shape, stride, padding, groups)\n"
+        "np.savez(sys.argv[2], **out)\n")
+    inputs, refs = {}, {}
+    for name, x, w, b, dy, stride, padding, groups in problems:
+        inputs.update({name + "/x": x, name + "/w": w, name + "/dy": dy})
+        if b is not None:
+            inputs[name + "/b"] = b
+        refs[name + "/y"] = ref_conv2d_forward(x, w, b, stride, padding, groups)
+        refs[name + "/dx"] = ref_conv2d_backward(dy, w, x.shape, stride, padding, groups)
+    src, dst = tmp_path / "in.npz", tmp_path / "out.npz"
+    np.savez(src, **inputs)
+    run_python(script, src, dst, env={"INVERT_NATIVE_NO_AVX512": "1"})
+    got = np.load(dst)
+    for name, ref in refs.items():
+        assert_close(got[name], ref, what=f"{name} (AVX2 tile)", **tol)
+
+
 def test_phases_with_the_avx2_tile(tmp_path):
     """Backward by phases cuts its phases into the SGEMM's row panels (12 rows with AVX-512,
     6 with AVX2) and gives each panel only the tap pairs its rows need, and Winograd on the
@@ -353,29 +382,10 @@ def test_phases_with_the_avx2_tile(tmp_path):
     process takes the AVX2 one. Both match float64 on every phase and block case, forward and
     backward."""
     cases = [c for c in PHASES + BLOCKS if c[0].startswith(("phases-", "blocks-"))]
-    script = (
-        "import sys, numpy as np; from invert_native import ops, _cpu\n"
-        "assert _cpu.sgemm_kernel().startswith('avx2'), _cpu.sgemm_kernel()\n"
-        "d = dict(np.load(sys.argv[1]))\n"
-        f"cases = {[(c[0], c[7], c[8], c[9]) for c in cases]!r}\n"
-        "out = {}\n"
-        "for name, stride, padding, groups in cases:\n"
-        "    out[name + '/dx'] = ops.conv2d_backward(d[name + '/dy'], d[name + '/w'],\n"
-        "                                            d[name + '/x'].shape, stride, padding, groups)\n"
-        "    out[name + '/y'] = ops.conv2d_forward(d[name + '/x'], d[name + '/w'], None, stride,\n"
-        "                                          padding, groups)\n"
-        "np.savez(sys.argv[2], **out)\n")
     rng = np.random.default_rng(11)
-    inputs, refs = {}, {}
+    problems = []
     for case in cases:
         x, w, b, stride, padding, groups = make(rng, case)
         dy = f32(rng.standard_normal(ops.conv2d_forward(x, w, b, stride, padding, groups).shape))
-        inputs.update({case[0] + "/x": x, case[0] + "/w": w, case[0] + "/dy": dy})
-        refs[case[0] + "/dx"] = ref_conv2d_backward(dy, w, x.shape, stride, padding, groups)
-        refs[case[0] + "/y"] = ref_conv2d_forward(x, w, None, stride, padding, groups)
-    src, dst = tmp_path / "in.npz", tmp_path / "out.npz"
-    np.savez(src, **inputs)
-    run_python(script, src, dst, env={"INVERT_NATIVE_NO_AVX512": "1"})
-    got = np.load(dst)
-    for name, ref in refs.items():
-        assert_close(got[name], ref, what=f"{name} (AVX2 tile)")
+        problems.append((case[0], x, w, None, dy, stride, padding, groups))
+    check_with_the_avx2_tile(tmp_path, problems)

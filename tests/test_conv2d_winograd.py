@@ -10,7 +10,8 @@ import pytest
 import invert_native
 from conftest import assert_close, f32, require, run_python
 from invert_native import ops
-from test_conv2d import ref_conv2d_backward, ref_conv2d_forward, uses_winograd
+from test_conv2d import (check_with_the_avx2_tile, ref_conv2d_backward, ref_conv2d_forward,
+                         uses_winograd)
 
 # (id, N, C, H, W, K, padding, groups)
 CASES = [
@@ -69,6 +70,15 @@ def im2col_result(tmp_path, name, expr, **arrays):
     return np.load(out)
 
 
+def assert_float32_rounding(got, direct, ref):
+    """``got`` (Winograd) and ``direct`` (the path without it) are two different paths, and
+    got's error against the float64 ``ref`` stays within a few times direct's."""
+    assert not np.array_equal(got, direct)
+    e_w, e_d = np.abs(got - ref).max(), np.abs(direct - ref).max()
+    assert e_w <= 4 * e_d + 1e-7, (e_w, e_d)
+    assert e_w / np.abs(ref).max() < 2e-6
+
+
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=[CASES[0][0], CASES[1][0]])
 def test_error_is_float32_rounding(rng, tmp_path, case):
     """Winograd's error against float64 stays within a few times the im2col path's."""
@@ -84,10 +94,7 @@ def test_error_is_float32_rounding(rng, tmp_path, case):
     for got, direct, ref in ((y, direct_y, ref_conv2d_forward(x, w, b, 1, padding, groups)),
                              (dx, direct_dx, ref_conv2d_backward(dy, w, x.shape, 1, padding,
                                                                  groups))):
-        assert not np.array_equal(got, direct)  # two different paths
-        e_w, e_d = np.abs(got - ref).max(), np.abs(direct - ref).max()
-        assert e_w <= 4 * e_d + 1e-7, (e_w, e_d)
-        assert e_w / np.abs(ref).max() < 2e-6
+        assert_float32_rounding(got, direct, ref)
 
 
 def test_weights_changed_in_place_are_seen(rng):
@@ -185,20 +192,14 @@ def test_conv1_takes_the_phase_path_and_keeps_float32_accuracy(rng, tmp_path):
     wino = ops.conv2d_backward(dy, w, x.shape, 4, 0, 1)
     sgemm = im2col_result(tmp_path, "conv1",
                           "ops.conv2d_backward(dy, w, (1, 3, 227, 227), 4, 0, 1)", dy=dy, w=w)
-    assert not np.array_equal(wino, sgemm)  # two different paths
-    e_w, e_s = np.abs(wino - ref).max(), np.abs(sgemm - ref).max()
-    assert e_w <= 4 * e_s + 1e-7, (e_w, e_s)
-    assert e_w / np.abs(ref).max() < 2e-6
+    assert_float32_rounding(wino, sgemm, ref)
     # forward: the 48 phase planes of x, 3x3 correlated (no zero taps to skip there)
     b = f32(rng.standard_normal(96))
     ref = ref_conv2d_forward(x, w, b, 4, 0, 1)
     wino = ops.conv2d_forward(x, w, b, 4, 0, 1)
     sgemm = im2col_result(tmp_path, "conv1-forward", "ops.conv2d_forward(x, w, b, 4, 0, 1)",
                           x=x, w=w, b=b)
-    assert not np.array_equal(wino, sgemm)
-    e_w, e_s = np.abs(wino - ref).max(), np.abs(sgemm - ref).max()
-    assert e_w <= 4 * e_s + 1e-7, (e_w, e_s)
-    assert e_w / np.abs(ref).max() < 2e-6
+    assert_float32_rounding(wino, sgemm, ref)
 
 
 def test_phase_filters_follow_weights_changed_in_place(rng):
@@ -238,32 +239,13 @@ def test_the_avx2_tile_gives_the_same_function(tmp_path):
     """The products run on the SGEMM's register tile (12x32 with AVX-512, 6x16 with AVX2;
     INVERT_NATIVE_NO_AVX512=1 in a fresh process takes the AVX2 one): forward and backward
     match float64 on every layer case with either."""
-    script = (
-        "import sys, numpy as np; from invert_native import ops, _cpu\n"
-        "assert _cpu.sgemm_kernel().startswith('avx2'), _cpu.sgemm_kernel()\n"
-        "d = dict(np.load(sys.argv[1]))\n"
-        f"cases = {[(c[0], c[6], c[7]) for c in CASES]!r}\n"
-        "out = {}\n"
-        "for name, padding, groups in cases:\n"
-        "    x, w, b, dy = (d[name + k] for k in ('/x', '/w', '/b', '/dy'))\n"
-        "    out[name + '/y'] = ops.conv2d_forward(x, w, b, 1, padding, groups)\n"
-        "    out[name + '/dx'] = ops.conv2d_backward(dy, w, x.shape, 1, padding, groups)\n"
-        "np.savez(sys.argv[2], **out)\n")
     rng = np.random.default_rng(12)
-    inputs, refs = {}, {}
+    problems = []
     for case in CASES:
         x, w, b, padding, groups = make(rng, case)
         dy = f32(rng.standard_normal(ops.conv2d_forward(x, w, b, 1, padding, groups).shape))
-        inputs.update({case[0] + "/x": x, case[0] + "/w": w, case[0] + "/b": b,
-                       case[0] + "/dy": dy})
-        refs[case[0] + "/y"] = ref_conv2d_forward(x, w, b, 1, padding, groups)
-        refs[case[0] + "/dx"] = ref_conv2d_backward(dy, w, x.shape, 1, padding, groups)
-    src, dst = tmp_path / "in.npz", tmp_path / "out.npz"
-    np.savez(src, **inputs)
-    run_python(script, src, dst, env={"INVERT_NATIVE_NO_AVX512": "1"})
-    got = np.load(dst)
-    for name, ref in refs.items():
-        assert_close(got[name], ref, rtol=2e-5, what=f"{name} (AVX2 tile)")
+        problems.append((case[0], x, w, b, dy, 1, padding, groups))
+    check_with_the_avx2_tile(tmp_path, problems, rtol=2e-5)
 
 
 def test_conv2_forward_by_blocks_keeps_float32_accuracy(rng, tmp_path):
@@ -278,10 +260,7 @@ def test_conv2_forward_by_blocks_keeps_float32_accuracy(rng, tmp_path):
     wino = ops.conv2d_forward(x, w, b, 1, 2, 2)
     direct = im2col_result(tmp_path, "conv2", "ops.conv2d_forward(x, w, b, 1, 2, 2)",
                            x=x, w=w, b=b)
-    assert not np.array_equal(wino, direct)
-    e_w, e_d = np.abs(wino - ref).max(), np.abs(direct - ref).max()
-    assert e_w <= 4 * e_d + 1e-7, (e_w, e_d)
-    assert e_w / np.abs(ref).max() < 2e-6
+    assert_float32_rounding(wino, direct, ref)
     dx = im2col_result(tmp_path, "conv2-backward", "ops.conv2d_backward(dy, w, x_shape, 1, 2, 2)",
                        dy=dy, w=w, x_shape=np.array(x.shape))
     np.testing.assert_array_equal(ops.conv2d_backward(dy, w, x.shape, 1, 2, 2), dx)
