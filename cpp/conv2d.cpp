@@ -374,30 +374,9 @@ void phase_layout(const Conv2dParams& p, const Phases& q, index_t panel, PhaseLa
 // The phase grid as conv2d_winograd.cpp takes it.
 PhaseGrid phase_grid(const Phases& q) { return {q.sh, q.sw, q.Ph, q.Qw, q.t0, q.Tt, q.s0, q.Tw}; }
 
-// dx[c, r, x] of one image's group (dxg) from its phase planes: phase (a, b) =
-// ((r + ph) % sh, (x + pw) % sw), grid point ((r + ph) / sh - t0, (x + pw) / sw
-// - s0), read from plane_of((c * sh + a) * sw + b), whose rows are ld floats apart.
-template <class PlaneOf>
-void scatter_phases(const Conv2dParams& p, const Phases& q, PlaneOf plane_of, index_t ld,
-                    float* dxg) {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (index_t c = 0; c < p.Cg(); ++c)
-        for (index_t r = 0; r < p.H; ++r) {
-            const index_t tr = r + p.pad_h, a = tr % q.sh, t = tr / q.sh - q.t0;
-            float* d = dxg + (c * p.H + r) * p.W;
-            for (index_t b = 0; b < q.sw; ++b) {
-                const float* src = plane_of((c * q.sh + a) * q.sw + b) + t * ld;
-                // x = sw * (s0 + j) + b - pw for grid columns j, the first x >= 0
-                index_t j = 0, x = q.sw * q.s0 + b - p.pad_w;
-                if (x < 0) ++j, x += q.sw;
-                for (; x < p.W; ++j, x += q.sw) d[x] = src[j];
-            }
-        }
-}
-
 // Backward by phases through Winograd (conv2d_winograd.cpp), when every phase
-// has 3 taps along each axis (conv1): the phase planes of all images at once,
-// then scattered into dx.
+// has 3 taps along each axis (conv1): each thread writes the dx rows of its
+// own blocks of phase rows.
 bool backward_by_winograd_phases(const Conv2dParams& p, const Phases& q) {
     return winograd_phases_usable(p, phase_grid(q));
 }
@@ -493,8 +472,23 @@ void conv2d_backward_phases(const Conv2dParams& p, const float* dy, const float*
                 aoff += cl.rows * depth;
                 roff += depth;
             }
-            scatter_phases(p, q, [&](index_t ph) { return out + row_of[ph] * cols; }, q.Wq,
-                           dx + n * xs + g * Cg * p.H * p.W);
+            // dx[c, r, x]: phase (a, b) = ((r + ph) % sh, (x + pw) % sw), grid point
+            // ((r + ph) / sh - t0, (x + pw) / sw - s0)
+            float* dxg = dx + n * xs + g * Cg * p.H * p.W;
+#pragma omp parallel for collapse(2) schedule(static)
+            for (index_t c = 0; c < Cg; ++c)
+                for (index_t r = 0; r < p.H; ++r) {
+                    const index_t tr = r + p.pad_h, a = tr % q.sh, t = tr / q.sh - q.t0;
+                    float* d = dxg + (c * p.H + r) * p.W;
+                    for (index_t b = 0; b < q.sw; ++b) {
+                        const float* src =
+                            out + row_of[(c * q.sh + a) * q.sw + b] * cols + t * q.Wq;
+                        // x = sw * (s0 + j) + b - pw for grid columns j, the first x >= 0
+                        index_t j = 0, x = q.sw * q.s0 + b - p.pad_w;
+                        if (x < 0) ++j, x += q.sw;
+                        for (; x < p.W; ++j, x += q.sw) d[x] = src[j];
+                    }
+                }
         }
 }
 
