@@ -1,6 +1,7 @@
 """CUDA regularisers and the inversion engine on the GPU, against the CPU core (``gpu`` marker)."""
 
 import gc
+import os
 from collections import Counter
 
 import numpy as np
@@ -114,8 +115,12 @@ def test_cuda_path_frees_what_it_allocates(cp):
     assert used_after <= used and total_after <= total, (
         f"CuPy pool grew from {used} to {used_after} bytes in use; arrays alive now and not "
         f"before: {live_after - live}")
-    # nothing allocated outside CuPy's pool (the native core allocates no device memory)
-    assert cp.cuda.runtime.memGetInfo()[0] >= free_before - 2**20
+    # nothing allocated outside CuPy's pool (the native core allocates no device memory).
+    # The device's free memory is shared by every process: under pytest-xdist the other
+    # workers' tests allocate while this one runs (on an H100 with -n 8 it fell by 826 MB
+    # between the two readings), so the reading means something only in a lone process.
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        assert cp.cuda.runtime.memGetInfo()[0] >= free_before - 2**20
 
 
 def test_gpu_loop_catches_divergence_without_input_checks(cp):
